@@ -1,0 +1,223 @@
+// Load + the forward pass of DeepSeek-V4, readable top to bottom: embed → blocks (hc_pre →
+// attention → hc_post → hc_pre → MoE → hc_post) → hc_head → final norm → LM head.
+#include "model/model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <set>
+
+#include "io/safetensors.h"
+#include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "model/attention.h"
+#include "model/mhc.h"
+#include "model/moe.h"
+#include "model/weights.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace dsv4 {
+
+namespace fs = std::filesystem;
+
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& opts) {
+  if (!fs::is_directory(dir)) throw Error(dir + ": model directory not found");
+  const fs::path cfg_path = fs::path(dir) / "config.json";
+  if (!fs::exists(cfg_path)) throw Error(dir + ": no config.json in the model directory");
+  std::unique_ptr<Model> m(new Model());
+  m->opts_ = opts;
+  m->cfg_ = ModelConfig::from_file(cfg_path.string());
+  m->ckpt_ = Checkpoint::open(dir);
+  validate_checkpoint(*m->ckpt_, m->cfg_);
+  m->w_ = std::make_unique<ModelWeights>(ModelWeights::build(*m->ckpt_, m->cfg_));
+  // Hash-routing tables index the expert array directly: reject out-of-range ids now.
+  const ModelConfig& c = m->cfg_;
+  for (int i = 0; i < c.n_layers; ++i) {
+    const int64_t* t = m->w_->layers[i].ffn.tid2eid;
+    if (!t) continue;
+    const size_t n = static_cast<size_t>(c.vocab_size) * c.n_activated_experts;
+    for (size_t k = 0; k < n; ++k) {
+      if (t[k] < 0 || t[k] >= c.n_routed_experts) {
+        throw Error("tensor 'layers." + std::to_string(i) + ".ffn.gate.tid2eid': element " +
+                    std::to_string(k) + " = " + std::to_string(t[k]) + " is not an expert id < " +
+                    std::to_string(c.n_routed_experts));
+      }
+    }
+  }
+  if (opts.progress) opts.progress(m->ckpt_->total_bytes(), m->ckpt_->total_bytes());
+  return m;
+}
+
+size_t Model::active_weight_bytes_per_token() const {
+  const ModelConfig& c = cfg_;
+  size_t n = w_->head.bytes() + static_cast<size_t>(c.dim) * 2;  // head + one embedding row
+  for (const BlockWeights& b : w_->layers) {
+    const AttentionWeights& a = b.attn;
+    n += a.wq_a.bytes() + a.wq_b.bytes() + a.wkv.bytes() + a.wo_a.bytes() + a.wo_b.bytes();
+    n += b.hc_attn.fn.bytes() + b.hc_ffn.fn.bytes();
+    if (b.ratio) n += a.compressor.wkv.bytes() + a.compressor.wgate.bytes();
+    if (b.ratio == 4) {
+      n += a.idx_wq_b.bytes() + a.idx_weights_proj.bytes() + a.idx_compressor.wkv.bytes() +
+           a.idx_compressor.wgate.bytes();
+    }
+    n += b.ffn.gate.bytes();
+    if (b.ffn.has_shared) n += b.ffn.shared.w1.bytes() + b.ffn.shared.w2.bytes() + b.ffn.shared.w3.bytes();
+    const ExpertWeights& e = b.ffn.experts[0];
+    n += static_cast<size_t>(c.n_activated_experts) * (e.w1.bytes() + e.w2.bytes() + e.w3.bytes());
+  }
+  return n;
+}
+
+SequenceState Model::new_sequence() const {
+  const KvStorage st = opts_.exact_kv ? KvStorage::kExactF32 : KvStorage::kNative;
+  return SequenceState(cfg_.compress_ratios, cfg_.window,
+                       KvCodec(KvCodec::Kind::kKvEntry, st, cfg_.head_dim, cfg_.rope_dim),
+                       KvCodec(KvCodec::Kind::kIndexKey, st, cfg_.index_head_dim, cfg_.rope_dim),
+                       cfg_.head_dim, cfg_.index_head_dim);
+}
+
+namespace {
+
+// One block: h [N, hc, D] is updated in place.
+void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, std::vector<float>& h) {
+  const ModelConfig& cfg = ctx.cfg;
+  const size_t N = ctx.n_rows, D = cfg.dim;
+  const int hc = cfg.hc_mult;
+  std::vector<float> x(N * D), y(N * D), post(N * hc), comb(N * hc * hc);
+
+  hc_pre(cfg, bw.hc_attn, h.data(), N, x.data(), post.data(), comb.data(), ctx.pool);
+  for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  attention_forward(ctx, bw, layer, x.data(), y.data());
+  hc_post(cfg, y.data(), post.data(), comb.data(), N, h.data());
+
+  hc_pre(cfg, bw.hc_ffn, h.data(), N, x.data(), post.data(), comb.data(), ctx.pool);
+  for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  moe_forward(ctx, bw, x.data(), y.data());
+  hc_post(cfg, y.data(), post.data(), comb.data(), N, h.data());
+}
+
+float stream_rms(const float* v, size_t n) {
+  double s = 0.0;
+  for (size_t i = 0; i < n; ++i) s += static_cast<double>(v[i]) * v[i];
+  return static_cast<float>(std::sqrt(s / static_cast<double>(n)));
+}
+
+// hc_head → RMSNorm(norm) → fp32 LM head, for the listed rows of h.
+void lm_head(const ModelConfig& cfg, const HcParams& hc, const std::vector<float>& norm,
+             const MatrixView& head, const float* h, const std::vector<size_t>& rows,
+             ThreadPool& pool, float* logits) {
+  if (rows.empty()) return;
+  const size_t D = cfg.dim, W = static_cast<size_t>(cfg.hc_mult) * D;
+  std::vector<float> hs(rows.size() * W), y(rows.size() * D);
+  for (size_t i = 0; i < rows.size(); ++i) std::copy(h + rows[i] * W, h + (rows[i] + 1) * W, &hs[i * W]);
+  hc_head(cfg, hc, hs.data(), rows.size(), y.data(), pool);
+  for (size_t i = 0; i < rows.size(); ++i) rms_norm(&y[i * D], norm.data(), D, cfg.norm_eps, &y[i * D]);
+  matmul(head, y.data(), rows.size(), logits, &pool);
+}
+
+}  // namespace
+
+void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardResult& out,
+                    const ForwardOptions& fopts) const {
+  const ModelConfig& c = cfg_;
+  const size_t D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
+  std::vector<SeqSpan> spans;
+  std::vector<int32_t> ids;
+  std::set<const SequenceState*> seen;
+  for (const BatchItem& it : batch) {
+    if (!it.seq) throw Error("forward: batch item without a sequence");
+    if (!seen.insert(it.seq).second) throw Error("forward: the same sequence appears twice in one batch");
+    if (it.seq->layers.size() != c.compress_ratios.size()) throw Error("forward: sequence state belongs to another model");
+    for (int32_t id : it.tokens) {
+      if (id < 0 || id >= c.vocab_size) {
+        throw Error("forward: token id " + std::to_string(id) + " outside the vocabulary [0, " +
+                    std::to_string(c.vocab_size) + ")");
+      }
+    }
+    spans.push_back({it.seq, ids.size(), ids.size() + it.tokens.size(), it.seq->n_past});
+    ids.insert(ids.end(), it.tokens.begin(), it.tokens.end());
+  }
+  const size_t N = ids.size();
+
+  // Embedding, copied into every stream.
+  std::vector<float> h(N * W), row(D);
+  for (size_t t = 0; t < N; ++t) {
+    dequantize_row(w_->embed, ids[t], row.data());
+    for (int k = 0; k < c.hc_mult; ++k) std::copy(row.begin(), row.end(), &h[t * W + k * D]);
+  }
+
+  const RopeTable rope_plain(c, false), rope_comp(c, true);
+  ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain, rope_comp};
+  out.layer_rms.clear();
+  for (int i = 0; i < c.n_layers; ++i) {
+    run_block(ctx, w_->layers[i], i, h);
+    if (fopts.record_layer_rms) {
+      out.layer_rms.emplace_back(N);
+      for (size_t t = 0; t < N; ++t) out.layer_rms.back()[t] = stream_rms(&h[t * W], W);
+    }
+  }
+
+  // Outputs.
+  std::vector<size_t> rows;
+  out.first_row.assign(batch.size(), 0);
+  out.first_hidden.assign(batch.size(), 0);
+  size_t n_hidden = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    const BatchItem& it = batch[i];
+    const SeqSpan& sp = spans[i];
+    out.first_row[i] = rows.size();
+    if (!it.no_logits && sp.end > sp.begin) {
+      for (size_t t = it.all_logits ? sp.begin : sp.end - 1; t < sp.end; ++t) rows.push_back(t);
+    }
+    out.first_hidden[i] = n_hidden;
+    if (it.want_hidden) n_hidden += sp.end - sp.begin;
+  }
+  out.logits.resize(rows.size() * c.vocab_size);
+  lm_head(c, w_->hc_head, w_->norm, w_->head, h.data(), rows, pool, out.logits.data());
+  out.hidden.resize(n_hidden * W);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!batch[i].want_hidden) continue;
+    std::copy(h.begin() + spans[i].begin * W, h.begin() + spans[i].end * W, out.hidden.begin() + out.first_hidden[i] * W);
+  }
+  for (const BatchItem& it : batch) it.seq->n_past += static_cast<int64_t>(it.tokens.size());
+}
+
+void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const int32_t> next_ids,
+                        ThreadPool& pool, std::vector<float>& logits) const {
+  const ModelConfig& c = cfg_;
+  if (w_->mtp.empty()) throw Error("forward_mtp: this checkpoint has no MTP block (num_nextn_predict_layers = 0)");
+  const MtpWeights& m = w_->mtp[0];
+  const size_t N = next_ids.size(), D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
+  const int hc = c.hc_mult;
+  for (int32_t id : next_ids) {
+    if (id < 0 || id >= c.vocab_size) throw Error("forward_mtp: token id " + std::to_string(id) + " outside the vocabulary");
+  }
+  // x[t, k] = e_proj(RMSNorm(embed[next])) + h_proj(RMSNorm(h_last[t, k]))
+  std::vector<float> e(N * D), ep(N * D), hh(N * W), hp(N * W), h(N * W);
+  for (size_t t = 0; t < N; ++t) {
+    dequantize_row(w_->embed, next_ids[t], &e[t * D]);
+    rms_norm(&e[t * D], m.enorm.data(), D, c.norm_eps, &e[t * D]);
+  }
+  matmul(m.e_proj, e.data(), N, ep.data(), &pool);
+  for (size_t r = 0; r < N * hc; ++r) rms_norm(hidden + r * D, m.hnorm.data(), D, c.norm_eps, &hh[r * D]);
+  matmul(m.h_proj, hh.data(), N * hc, hp.data(), &pool);
+  for (size_t t = 0; t < N; ++t) {
+    for (int k = 0; k < hc; ++k) {
+      for (size_t d = 0; d < D; ++d) h[t * W + k * D + d] = ep[t * D + d] + hp[(t * hc + k) * D + d];
+    }
+  }
+  std::vector<SeqSpan> spans{{&seq, 0, N, seq.mtp_n_past}};
+  const RopeTable rope_plain(c, false), rope_comp(c, true);
+  ForwardContext ctx{c, pool, spans, next_ids.data(), N, rope_plain, rope_comp};
+  run_block(ctx, m.block, c.n_layers, h);
+  std::vector<size_t> rows(N);
+  for (size_t t = 0; t < N; ++t) rows[t] = t;
+  logits.resize(N * c.vocab_size);
+  lm_head(c, m.hc_head, m.norm, w_->head, h.data(), rows, pool, logits.data());
+  seq.mtp_n_past += static_cast<int64_t>(N);
+}
+
+}  // namespace dsv4

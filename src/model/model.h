@@ -1,0 +1,90 @@
+// The DeepSeek-V4 model: weights mapped from a checkpoint directory and the forward pass.
+// One call serves a batch of sequences, each bringing its own new tokens (a prefill chunk of
+// any length, one decode token, or a few draft tokens) at its own positions.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kv/sequence_state.h"
+#include "model/config.h"
+
+namespace dsv4 {
+
+class ThreadPool;
+struct ModelWeights;
+class Checkpoint;
+
+struct ModelOptions {
+  // Debug: keep KV entries and indexer keys in fp32 with no FP8/FP4/bf16 rounding (compares
+  // with the reference's mode B). Default: the native production layout (mode D).
+  bool exact_kv = false;
+  // Called while mapping / validating with (bytes done, bytes total).
+  std::function<void(size_t, size_t)> progress;
+};
+
+struct BatchItem {
+  SequenceState* seq = nullptr;
+  std::span<const int32_t> tokens;  // new tokens at positions seq->n_past, n_past+1, …
+  bool all_logits = false;          // logits for every new token (else the last one only)
+  bool want_hidden = false;         // also return the final residual stream (MTP input)
+  bool no_logits = false;           // skip the LM head entirely (an intermediate prefill chunk)
+};
+
+struct ForwardResult {
+  // Logits rows, concatenated over the batch items in order: n_tokens rows for an item with
+  // all_logits, 1 row otherwise, 0 with no_logits. Row r is logits[r*vocab … (r+1)*vocab).
+  std::vector<float> logits;
+  std::vector<size_t> first_row;  // per item: index of its first logits row
+  // Final residual streams (pre-hc_head) [n_tokens, hc_mult, dim] per item with want_hidden,
+  // concatenated; first_hidden[i] = first token row of item i.
+  std::vector<float> hidden;
+  std::vector<size_t> first_hidden;
+  // Debug: RMS over (hc, dim) of each block's output, [n_layers][total new tokens], when asked.
+  std::vector<std::vector<float>> layer_rms;
+};
+
+struct ForwardOptions {
+  bool record_layer_rms = false;
+};
+
+class Model {
+ public:
+  // Opens and validates `dir` (config.json + safetensors). Throws dsv4::Error naming the file,
+  // tensor, field or byte offset of anything malformed.
+  static std::unique_ptr<Model> load(const std::string& dir, const ModelOptions& opts = {});
+  ~Model();
+
+  const ModelConfig& config() const { return cfg_; }
+  const ModelOptions& options() const { return opts_; }
+  const Checkpoint& checkpoint() const { return *ckpt_; }
+  // Bytes of weights a decode step reads for one token (attention, shared expert, the active
+  // routed experts, head), used by benchmarks.
+  size_t active_weight_bytes_per_token() const;
+
+  // A fresh sequence with storage as chosen by the options (native or exact).
+  SequenceState new_sequence() const;
+
+  // Runs the batch; every item's seq advances by its token count. Sequences must be distinct.
+  void forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardResult& out,
+               const ForwardOptions& fopts = {}) const;
+
+  // MTP block (mtp.0): for n consecutive positions starting at seq.mtp_n_past, consumes the main
+  // model's final residual streams `hidden` [n, hc, dim] and the *next* token ids, returns
+  // logits [n, vocab] in `logits`. Advances seq.mtp_n_past. Requires n_mtp_layers ≥ 1.
+  void forward_mtp(SequenceState& seq, const float* hidden, std::span<const int32_t> next_ids,
+                   ThreadPool& pool, std::vector<float>& logits) const;
+
+ private:
+  Model() = default;
+  ModelConfig cfg_;
+  ModelOptions opts_;
+  std::unique_ptr<Checkpoint> ckpt_;
+  std::unique_ptr<ModelWeights> w_;
+};
+
+}  // namespace dsv4

@@ -1,0 +1,108 @@
+#include "model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "util/thread_pool.h"
+
+namespace dsv4 {
+
+namespace {
+
+// SwiGLU with the V4 clamp: gate ≤ limit, up ∈ [−limit, limit]; `scale` is the routing weight,
+// applied to the activation before w2 as in the reference.
+void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale, float limit,
+                   float* y, ThreadPool& pool) {
+  const size_t I = e.w1.rows;
+  std::vector<float> g(n * I), u(n * I);
+  matmul(e.w1, x, n, g.data(), &pool);
+  matmul(e.w3, x, n, u.data(), &pool);
+  for (size_t t = 0; t < n; ++t) {
+    const float s = scale ? scale[t] : 1.0f;
+    for (size_t i = 0; i < I; ++i) {
+      float gv = g[t * I + i], uv = u[t * I + i];
+      if (limit > 0.0f) {
+        gv = std::min(gv, limit);
+        uv = std::clamp(uv, -limit, limit);
+      }
+      g[t * I + i] = gv / (1.0f + std::exp(-gv)) * uv * s;
+    }
+  }
+  matmul(e.w2, g.data(), n, y, &pool);
+}
+
+float sqrt_softplus(float l) {
+  const float sp = l > 20.0f ? l : std::log1p(std::exp(l));
+  return std::sqrt(sp);
+}
+
+}  // namespace
+
+void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float* x, float* out,
+                 int32_t* ids_out, float* weights_out) {
+  const ModelConfig& cfg = ctx.cfg;
+  const MoeWeights& mw = bw.ffn;
+  const size_t N = ctx.n_rows, D = cfg.dim;
+  const int E = cfg.n_routed_experts, K = cfg.n_activated_experts;
+
+  std::vector<float> logits(N * E);
+  matmul(mw.gate, x, N, logits.data(), &ctx.pool);
+  std::vector<int> sel(N * K);
+  std::vector<float> wsel(N * K);
+  std::vector<float> s(E), biased(E);
+  std::vector<int> order(E);
+  for (size_t t = 0; t < N; ++t) {
+    for (int e = 0; e < E; ++e) s[e] = sqrt_softplus(logits[t * E + e]);
+    int* st = &sel[t * K];
+    if (bw.hash) {
+      const int64_t* row = mw.tid2eid + static_cast<size_t>(ctx.ids[t]) * K;
+      for (int k = 0; k < K; ++k) st[k] = static_cast<int>(row[k]);
+    } else {
+      for (int e = 0; e < E; ++e) biased[e] = s[e] + mw.bias[e];  // bias steers selection only
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
+        return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
+      });
+      std::copy(order.begin(), order.begin() + K, st);
+    }
+    float sum = 0.0f;
+    for (int k = 0; k < K; ++k) sum += s[st[k]];
+    for (int k = 0; k < K; ++k) wsel[t * K + k] = s[st[k]] / sum * cfg.route_scale;
+  }
+  if (ids_out) std::copy(sel.begin(), sel.end(), ids_out);
+  if (weights_out) std::copy(wsel.begin(), wsel.end(), weights_out);
+
+  // Group rows by expert; run each active expert once over its rows; accumulate in expert order.
+  std::vector<std::vector<std::pair<size_t, float>>> rows(E);
+  for (size_t t = 0; t < N; ++t) {
+    for (int k = 0; k < K; ++k) rows[sel[t * K + k]].push_back({t, wsel[t * K + k]});
+  }
+  std::fill(out, out + N * D, 0.0f);
+  std::vector<float> xe, we, ye;
+  for (int e = 0; e < E; ++e) {
+    const auto& r = rows[e];
+    if (r.empty()) continue;
+    xe.resize(r.size() * D);
+    we.resize(r.size());
+    ye.resize(r.size() * D);
+    for (size_t i = 0; i < r.size(); ++i) {
+      std::copy(x + r[i].first * D, x + (r[i].first + 1) * D, &xe[i * D]);
+      we[i] = r[i].second;
+    }
+    swiglu_expert(mw.experts[e], xe.data(), r.size(), we.data(), cfg.swiglu_limit, ye.data(), ctx.pool);
+    for (size_t i = 0; i < r.size(); ++i) {
+      float* dst = out + r[i].first * D;
+      for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
+    }
+  }
+  if (mw.has_shared) {
+    ye.resize(N * D);
+    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ye.data(), ctx.pool);
+    for (size_t i = 0; i < N * D; ++i) out[i] += ye[i];
+  }
+}
+
+}  // namespace dsv4

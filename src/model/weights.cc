@@ -1,0 +1,266 @@
+#include "model/weights.h"
+
+#include <set>
+
+#include "numerics/formats.h"
+#include "util/error.h"
+
+namespace dsv4 {
+
+namespace {
+
+int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+struct TableBuilder {
+  std::vector<ExpectedTensor> out;
+  void add(const std::string& n, DType d, std::vector<int64_t> s) { out.push_back({n, d, std::move(s)}); }
+  void fp8(const std::string& m, int64_t rows, int64_t cols) {
+    add(m + ".weight", DType::kF8_E4M3, {rows, cols});
+    add(m + ".scale", DType::kF8_E8M0, {cdiv(rows, 128), cdiv(cols, 128)});
+  }
+  void fp4(const std::string& m, int64_t rows, int64_t cols) {
+    add(m + ".weight", DType::kI8, {rows, cols / 2});
+    add(m + ".scale", DType::kF8_E8M0, {rows, cols / 32});
+  }
+  void compressor(const std::string& p, const ModelConfig& c, int ratio, int64_t d) {
+    const int64_t width = (ratio == 4 ? 2 : 1) * d;
+    add(p + ".wkv.weight", DType::kBF16, {width, c.dim});
+    add(p + ".wgate.weight", DType::kBF16, {width, c.dim});
+    add(p + ".ape", DType::kF32, {ratio, width});
+    add(p + ".norm.weight", DType::kBF16, {d});
+  }
+  void block(const std::string& p, const ModelConfig& c, int ratio, bool hash) {
+    const int64_t D = c.dim, hc = c.hc_mult, mix = (2 + hc) * hc;
+    add(p + ".attn_norm.weight", DType::kBF16, {D});
+    add(p + ".ffn_norm.weight", DType::kBF16, {D});
+    for (const char* s : {"attn", "ffn"}) {
+      add(p + ".hc_" + s + "_fn", DType::kF32, {mix, hc * D});
+      add(p + ".hc_" + s + "_base", DType::kF32, {mix});
+      add(p + ".hc_" + s + "_scale", DType::kF32, {3});
+    }
+    const std::string a = p + ".attn";
+    add(a + ".attn_sink", DType::kF32, {c.n_heads});
+    fp8(a + ".wq_a", c.q_lora_rank, D);
+    add(a + ".q_norm.weight", DType::kBF16, {c.q_lora_rank});
+    fp8(a + ".wq_b", int64_t{c.n_heads} * c.head_dim, c.q_lora_rank);
+    fp8(a + ".wkv", c.head_dim, D);
+    add(a + ".kv_norm.weight", DType::kBF16, {c.head_dim});
+    fp8(a + ".wo_a", int64_t{c.o_groups} * c.o_lora_rank, int64_t{c.n_heads} * c.head_dim / c.o_groups);
+    fp8(a + ".wo_b", D, int64_t{c.o_groups} * c.o_lora_rank);
+    if (ratio) compressor(a + ".compressor", c, ratio, c.head_dim);
+    if (ratio == 4) {
+      fp8(a + ".indexer.wq_b", int64_t{c.index_n_heads} * c.index_head_dim, c.q_lora_rank);
+      add(a + ".indexer.weights_proj.weight", DType::kBF16, {c.index_n_heads, D});
+      compressor(a + ".indexer.compressor", c, 4, c.index_head_dim);
+    }
+    const std::string f = p + ".ffn";
+    add(f + ".gate.weight", DType::kBF16, {c.n_routed_experts, D});
+    if (hash) {
+      add(f + ".gate.tid2eid", DType::kI64, {c.vocab_size, c.n_activated_experts});
+    } else {
+      add(f + ".gate.bias", DType::kF32, {c.n_routed_experts});
+    }
+    for (int e = 0; e < c.n_routed_experts; ++e) {
+      const std::string x = f + ".experts." + std::to_string(e);
+      fp4(x + ".w1", c.moe_inter_dim, D);
+      fp4(x + ".w2", D, c.moe_inter_dim);
+      fp4(x + ".w3", c.moe_inter_dim, D);
+    }
+    if (c.n_shared_experts) {
+      const int64_t I = int64_t{c.moe_inter_dim} * c.n_shared_experts;
+      fp8(f + ".shared_experts.w1", I, D);
+      fp8(f + ".shared_experts.w2", D, I);
+      fp8(f + ".shared_experts.w3", I, D);
+    }
+  }
+};
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
+  TableBuilder b;
+  const int64_t D = c.dim, hc = c.hc_mult;
+  b.add("embed.weight", DType::kBF16, {c.vocab_size, D});
+  b.add("head.weight", DType::kBF16, {c.vocab_size, D});
+  b.add("norm.weight", DType::kBF16, {D});
+  b.add("hc_head_fn", DType::kF32, {hc, hc * D});
+  b.add("hc_head_base", DType::kF32, {hc});
+  b.add("hc_head_scale", DType::kF32, {1});
+  for (int i = 0; i < c.n_layers; ++i) {
+    b.block("layers." + std::to_string(i), c, c.ratio(i), c.is_hash_layer(i));
+  }
+  for (int m = 0; m < c.n_mtp_layers; ++m) {
+    const std::string p = "mtp." + std::to_string(m);
+    b.block(p, c, c.ratio(c.n_layers + m), false);
+    b.fp8(p + ".e_proj", D, D);
+    b.fp8(p + ".h_proj", D, D);
+    for (const char* n : {".enorm.weight", ".hnorm.weight", ".norm.weight"}) b.add(p + n, DType::kBF16, {D});
+    b.add(p + ".hc_head_fn", DType::kF32, {hc, hc * D});
+    b.add(p + ".hc_head_base", DType::kF32, {hc});
+    b.add(p + ".hc_head_scale", DType::kF32, {1});
+  }
+  return b.out;
+}
+
+void validate_checkpoint(const Checkpoint& ck, const ModelConfig& cfg) {
+  std::vector<std::string> problems;
+  std::set<std::string> expected_names;
+  for (const ExpectedTensor& e : expected_tensors(cfg)) {
+    expected_names.insert(e.name);
+    const TensorInfo* t = ck.find(e.name);
+    if (!t) {
+      problems.push_back("missing tensor '" + e.name + "' (expected " + dtype_name(e.dtype) + " " + shape_str(e.shape) + ")");
+      continue;
+    }
+    if (t->dtype != e.dtype || t->shape != e.shape) {
+      problems.push_back(t->file + ": tensor '" + e.name + "' is " + dtype_name(t->dtype) + " " +
+                         t->shape_str() + ", config expects " + dtype_name(e.dtype) + " " + shape_str(e.shape));
+    }
+  }
+  for (const auto& [name, t] : ck.tensors()) {
+    if (!expected_names.count(name)) {
+      problems.push_back(t.file + ": unexpected tensor '" + name + "' (" + dtype_name(t.dtype) + " " +
+                         t.shape_str() + ") not part of this config");
+    }
+  }
+  if (problems.empty()) return;
+  std::string msg = "checkpoint does not match config.json (" + std::to_string(problems.size()) + " problem" +
+                    (problems.size() > 1 ? "s" : "") + "):";
+  for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
+  if (problems.size() > 20) msg += "\n  …and " + std::to_string(problems.size() - 20) + " more";
+  throw Error(msg);
+}
+
+namespace {
+
+struct Binder {
+  const Checkpoint& ck;
+  const TensorInfo& get(const std::string& n) const {
+    const TensorInfo* t = ck.find(n);
+    if (!t) throw Error("missing tensor '" + n + "'");
+    return *t;
+  }
+  MatrixView fp8(const std::string& m) const {
+    const TensorInfo& w = get(m + ".weight");
+    const TensorInfo& s = get(m + ".scale");
+    MatrixView v;
+    v.format = WeightFormat::kFp8Block128;
+    v.rows = w.shape[0];
+    v.cols = w.shape[1];
+    v.data = w.data;
+    v.scales = s.data;
+    v.scale_stride = s.shape[1];
+    return v;
+  }
+  MatrixView fp4(const std::string& m) const {
+    const TensorInfo& w = get(m + ".weight");
+    const TensorInfo& s = get(m + ".scale");
+    MatrixView v;
+    v.format = WeightFormat::kFp4Block32;
+    v.rows = w.shape[0];
+    v.cols = w.shape[1] * 2;
+    v.data = w.data;
+    v.scales = s.data;
+    v.scale_stride = s.shape[1];
+    return v;
+  }
+  MatrixView plain(const std::string& n) const {
+    const TensorInfo& t = get(n);
+    MatrixView v;
+    v.format = t.dtype == DType::kBF16 ? WeightFormat::kBF16 : WeightFormat::kF32;
+    v.rows = t.shape[0];
+    v.cols = t.shape.size() > 1 ? t.shape[1] : 1;
+    v.data = t.data;
+    return v;
+  }
+  const float* f32(const std::string& n) const { return reinterpret_cast<const float*>(get(n).data); }
+  std::vector<float> vec(const std::string& n) const {
+    const TensorInfo& t = get(n);
+    std::vector<float> out(t.numel());
+    const auto* p = reinterpret_cast<const uint16_t*>(t.data);
+    for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(p[i]);
+    return out;
+  }
+  HcParams hc(const std::string& p) const { return {plain(p + "_fn"), f32(p + "_base"), f32(p + "_scale")}; }
+  CompressorWeights compressor(const std::string& p) const {
+    return {plain(p + ".wkv.weight"), plain(p + ".wgate.weight"), f32(p + ".ape"), vec(p + ".norm.weight")};
+  }
+  BlockWeights block(const std::string& p, const ModelConfig& c, int ratio, bool hash) const {
+    BlockWeights b;
+    b.ratio = ratio;
+    b.hash = hash;
+    b.attn_norm = vec(p + ".attn_norm.weight");
+    b.ffn_norm = vec(p + ".ffn_norm.weight");
+    b.hc_attn = hc(p + ".hc_attn");
+    b.hc_ffn = hc(p + ".hc_ffn");
+    AttentionWeights& a = b.attn;
+    const std::string ap = p + ".attn";
+    a.wq_a = fp8(ap + ".wq_a");
+    a.wq_b = fp8(ap + ".wq_b");
+    a.wkv = fp8(ap + ".wkv");
+    a.wo_a = fp8(ap + ".wo_a");
+    a.wo_b = fp8(ap + ".wo_b");
+    a.q_norm = vec(ap + ".q_norm.weight");
+    a.kv_norm = vec(ap + ".kv_norm.weight");
+    a.attn_sink = f32(ap + ".attn_sink");
+    if (ratio) a.compressor = compressor(ap + ".compressor");
+    if (ratio == 4) {
+      a.idx_wq_b = fp8(ap + ".indexer.wq_b");
+      a.idx_weights_proj = plain(ap + ".indexer.weights_proj.weight");
+      a.idx_compressor = compressor(ap + ".indexer.compressor");
+    }
+    MoeWeights& f = b.ffn;
+    const std::string fp = p + ".ffn";
+    f.gate = plain(fp + ".gate.weight");
+    if (hash) {
+      f.tid2eid = reinterpret_cast<const int64_t*>(get(fp + ".gate.tid2eid").data);
+    } else {
+      f.bias = f32(fp + ".gate.bias");
+    }
+    for (int e = 0; e < c.n_routed_experts; ++e) {
+      const std::string x = fp + ".experts." + std::to_string(e);
+      f.experts.push_back({fp4(x + ".w1"), fp4(x + ".w2"), fp4(x + ".w3")});
+    }
+    f.has_shared = c.n_shared_experts > 0;
+    if (f.has_shared) {
+      const std::string s = fp + ".shared_experts";
+      f.shared = {fp8(s + ".w1"), fp8(s + ".w2"), fp8(s + ".w3")};
+    }
+    return b;
+  }
+};
+
+}  // namespace
+
+ModelWeights ModelWeights::build(const Checkpoint& ck, const ModelConfig& c) {
+  Binder b{ck};
+  ModelWeights w;
+  w.embed = b.plain("embed.weight");
+  w.head = b.plain("head.weight");
+  w.norm = b.vec("norm.weight");
+  w.hc_head = {b.plain("hc_head_fn"), b.f32("hc_head_base"), b.f32("hc_head_scale")};
+  for (int i = 0; i < c.n_layers; ++i) {
+    w.layers.push_back(b.block("layers." + std::to_string(i), c, c.ratio(i), c.is_hash_layer(i)));
+  }
+  for (int m = 0; m < c.n_mtp_layers; ++m) {
+    const std::string p = "mtp." + std::to_string(m);
+    MtpWeights t;
+    t.e_proj = b.fp8(p + ".e_proj");
+    t.h_proj = b.fp8(p + ".h_proj");
+    t.enorm = b.vec(p + ".enorm.weight");
+    t.hnorm = b.vec(p + ".hnorm.weight");
+    t.norm = b.vec(p + ".norm.weight");
+    t.hc_head = {b.plain(p + ".hc_head_fn"), b.f32(p + ".hc_head_base"), b.f32(p + ".hc_head_scale")};
+    t.block = b.block(p, c, c.ratio(c.n_layers + m), false);
+    w.mtp.push_back(std::move(t));
+  }
+  return w;
+}
+
+}  // namespace dsv4

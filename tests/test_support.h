@@ -1,0 +1,33 @@
+// Shared helpers for the test suite: where ../shared lives, where the dsv4 binary is, temp dirs.
+#pragma once
+
+#include <filesystem>
+#include <string>
+
+namespace dsv4::test {
+
+// The directory holding docs/, golden/ and tokenizer/ (the project's ../shared). Resolved once:
+// $DSV4_SHARED if set, else <source dir>/../shared. Aborts the test binary with a clear message if
+// it is missing, because every golden test depends on it.
+const std::filesystem::path& shared_dir();
+
+// Path of the built `dsv4` executable (for tests that run the command line).
+std::string dsv4_binary();
+
+// A fresh empty directory under the system temp dir, removed when the returned object dies.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+// Runs a shell command, returns its exit status and captures stdout+stderr into *output.
+int run_command(const std::string& cmd, std::string* output);
+
+}  // namespace dsv4::test
