@@ -1,0 +1,117 @@
+#include "kernels/matmul.h"
+
+#include "kernels/matmul_internal.h"
+
+#include <algorithm>
+#include <stdexcept>
+#include <vector>
+
+#include "numerics/formats.h"
+#include "util/thread_pool.h"
+
+namespace dsv4 {
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kF32: return "F32";
+    case WeightFormat::kBF16: return "BF16";
+    case WeightFormat::kFp8Block128: return "FP8-e4m3+E8M0/128x128";
+    case WeightFormat::kFp4Block32: return "FP4-e2m1+E8M0/32";
+  }
+  return "?";
+}
+
+MatrixView MatrixView::row_slice(size_t r0, size_t n) const {
+  if (r0 + n > rows) throw std::out_of_range("MatrixView::row_slice past the end");
+  MatrixView v = *this;
+  v.rows = n;
+  const auto* base = static_cast<const uint8_t*>(data);
+  switch (format) {
+    case WeightFormat::kF32: v.data = base + r0 * cols * 4; break;
+    case WeightFormat::kBF16: v.data = base + r0 * cols * 2; break;
+    case WeightFormat::kFp8Block128:
+      if (r0 % 128) throw std::invalid_argument("FP8 row slice must start on a 128-row block");
+      v.data = base + r0 * cols;
+      v.scales = scales + (r0 / 128) * scale_stride;
+      break;
+    case WeightFormat::kFp4Block32:
+      v.data = base + r0 * cols / 2;
+      v.scales = scales + r0 * scale_stride;
+      break;
+  }
+  return v;
+}
+
+size_t MatrixView::bytes() const {
+  switch (format) {
+    case WeightFormat::kF32: return rows * cols * 4;
+    case WeightFormat::kBF16: return rows * cols * 2;
+    case WeightFormat::kFp8Block128: return rows * cols + ((rows + 127) / 128) * ((cols + 127) / 128);
+    case WeightFormat::kFp4Block32: return rows * cols / 2 + rows * (cols / 32);
+  }
+  return 0;
+}
+
+void dequantize_row(const MatrixView& w, size_t r, float* out) {
+  const size_t k = w.cols;
+  switch (w.format) {
+    case WeightFormat::kF32: {
+      const float* src = static_cast<const float*>(w.data) + r * k;
+      std::copy(src, src + k, out);
+      break;
+    }
+    case WeightFormat::kBF16: {
+      const uint16_t* src = static_cast<const uint16_t*>(w.data) + r * k;
+      for (size_t i = 0; i < k; ++i) out[i] = bf16_to_f32(src[i]);
+      break;
+    }
+    case WeightFormat::kFp8Block128: {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * k;
+      const uint8_t* srow = w.scales + (r / 128) * w.scale_stride;
+      for (size_t i = 0; i < k; ++i) out[i] = e4m3_to_f32(src[i]) * e8m0_to_f32(srow[i / 128]);
+      break;
+    }
+    case WeightFormat::kFp4Block32: {
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * (k / 2);
+      const uint8_t* srow = w.scales + r * w.scale_stride;
+      for (size_t j = 0; j < k / 2; ++j) {
+        const float s = e8m0_to_f32(srow[(2 * j) / 32]);
+        out[2 * j] = e2m1_to_f32(src[j] & 15) * s;
+        out[2 * j + 1] = e2m1_to_f32(src[j] >> 4) * s;
+      }
+      break;
+    }
+  }
+}
+
+namespace {
+
+// Scalar reference. Rows [r0, r1): each weight row is decoded once into fp32 and reused for all
+// n tokens. The fast path is in matmul_hwy.cc.
+void matmul_rows(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+                 size_t r0, size_t r1) {
+  std::vector<float> row(w.cols);
+  for (size_t r = r0; r < r1; ++r) {
+    dequantize_row(w, r, row.data());
+    for (size_t t = 0; t < n; ++t) {
+      const float* xt = x + t * ldx;
+      float acc = 0.0f;
+      for (size_t i = 0; i < w.cols; ++i) acc += xt[i] * row[i];
+      y[t * ldy + r] = acc;
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
+                      size_t ldy) {
+  matmul_rows(w, x, ldx, n, y, ldy, 0, w.rows);
+}
+
+void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+            ThreadPool* pool) {
+  matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/false);
+}
+
+}  // namespace dsv4

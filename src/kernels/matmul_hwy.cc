@@ -1,0 +1,442 @@
+// SIMD kernels behind matmul(): Highway, compiled for every x86 target Highway can attain
+// (EMU128, SSSE3, SSE4, AVX2, AVX3) and chosen at run time (HWY_DYNAMIC_DISPATCH).
+//
+// Canonical arithmetic (what makes results independent of n and of the thread count):
+// a weight row is decoded, chunk by chunk, into a sequence of fp32 vectors of N lanes (N = the
+// target's f32 lane count); x is packed into the same lane order (zero padded). For each output
+// (token t, row o) one vector accumulator runs a single fused-multiply-add chain over that
+// sequence, in order, and is reduced horizontally at the end. The GEMV path (few tokens) decodes
+// the weights in registers; the GEMM path (many tokens) decodes a tile of rows into an fp32
+// buffer held in cache once and streams it through an R×T register-blocked microkernel, saving
+// and restoring the accumulators between K blocks. Both perform exactly the same operations per
+// output, so the result of a row does not depend on n, on the path, or on how rows are split
+// between threads (only on the SIMD target).
+//
+// Weights are exact: FP8 e4m3 is decoded by placing its bits in an fp32 (value·2⁻¹²⁰, exact for
+// normals and subnormals) and multiplying by 2¹²⁰·scale (a power of two); NaN codes give NaN.
+// FP4 e2m1 is looked up in a 16-entry table pre-multiplied by the block's power-of-two scale.
+// FP4 chunks are 2N elements: the N low nibbles (even elements) form one vector and the N high
+// nibbles (odd elements) the next, and x is packed even/odd to match.
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/matmul_hwy.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/aligned_allocator.h"
+#include "kernels/matmul_internal.h"
+#include "numerics/formats.h"
+#include "util/thread_pool.h"
+
+#ifndef DSV4_MATMUL_HWY_SHARED_
+#define DSV4_MATMUL_HWY_SHARED_
+namespace dsv4::matmul_detail {
+
+// A growable 64-byte aligned float buffer (one per thread: no allocation once warm).
+struct Scratch {
+  hwy::AlignedFreeUniquePtr<float[]> buf;
+  size_t cap = 0;
+  float* get(size_t n) {
+    if (n > cap) {
+      cap = std::max(n, cap + cap / 2);
+      buf = hwy::AllocateAligned<float>(cap);
+    }
+    return buf.get();
+  }
+};
+
+struct E8M0Table {
+  float v[256];
+  E8M0Table() {
+    for (int i = 0; i < 256; ++i) v[i] = e8m0_to_f32(static_cast<uint8_t>(i));
+  }
+};
+inline const float* e8m0_table() {
+  static const E8M0Table t;
+  return t.v;
+}
+
+// Rows per decoded tile, tokens per accumulator block and vectors per K block of the GEMM.
+constexpr size_t kTileRows = 16;
+constexpr size_t kTileBytes = 512 * 1024;
+
+}  // namespace dsv4::matmul_detail
+#endif  // DSV4_MATMUL_HWY_SHARED_
+
+HWY_BEFORE_NAMESPACE();
+namespace dsv4 {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+namespace md = matmul_detail;
+
+using DF = hn::ScalableTag<float>;
+using DU = hn::RebindToUnsigned<DF>;
+using DI = hn::RebindToSigned<DF>;
+using VF = hn::Vec<DF>;
+constexpr size_t kN = hn::MaxLanes(DF());
+// Register blocking: R rows × T tokens of vector accumulators.
+constexpr size_t kR = 4;
+constexpr size_t kTMax = kN >= 16 ? 6 : 2;
+
+// ---- Weight formats: a row is a sequence of chunks of kC elements (kChunkBytes bytes), each
+// decoded into kVecs vectors. aux() gives the per-(row, chunk) scale information.
+
+struct F32Fmt {
+  static constexpr size_t kC = kN, kVecs = 1, kChunkBytes = kN * 4;
+  const uint8_t* data;
+  size_t K;
+  struct Aux {};
+  const uint8_t* row_ptr(size_t r) const { return data + r * K * 4; }
+  Aux aux(size_t, size_t) const { return {}; }
+  static size_t tail_bytes(size_t elems) { return elems * 4; }
+  HWY_INLINE void decode(const uint8_t* p, Aux, VF* out) const {
+    out[0] = hn::LoadU(DF(), reinterpret_cast<const float*>(p));
+  }
+};
+
+struct BF16Fmt {
+  static constexpr size_t kC = kN, kVecs = 1, kChunkBytes = kN * 2;
+  const uint8_t* data;
+  size_t K;
+  struct Aux {};
+  const uint8_t* row_ptr(size_t r) const { return data + r * K * 2; }
+  Aux aux(size_t, size_t) const { return {}; }
+  static size_t tail_bytes(size_t elems) { return elems * 2; }
+  HWY_INLINE void decode(const uint8_t* p, Aux, VF* out) const {
+    const hn::Rebind<uint16_t, DF> d16;
+    const auto u = hn::PromoteTo(DU(), hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
+    out[0] = hn::BitCast(DF(), hn::ShiftLeft<16>(u));
+  }
+};
+
+// kTwoMul: some scale exceeds 2^7, so 2^120·scale would overflow; multiply in two steps.
+template <bool kTwoMul>
+struct Fp8Fmt {
+  static constexpr size_t kC = kN, kVecs = 1, kChunkBytes = kN;
+  const uint8_t* data;
+  size_t K;
+  const float* fac;  // [row block][col block]: 2^(e-7), or the scale itself when kTwoMul
+  size_t ncb;
+  struct Aux {
+    float f;
+  };
+  const uint8_t* row_ptr(size_t r) const { return data + r * K; }
+  Aux aux(size_t r, size_t c) const { return {fac[(r / 128) * ncb + (c * kC) / 128]}; }
+  static size_t tail_bytes(size_t elems) { return elems; }
+  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
+    const DI di;
+    const DF df;
+    const hn::Rebind<int8_t, DF> d8;
+    const auto ci = hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
+    const auto bits =
+        hn::And(hn::ShiftLeft<20>(ci), hn::Set(di, static_cast<int32_t>(0x87F00000u)));
+    VF w = hn::BitCast(df, bits);  // = e4m3 value · 2^-120, exactly
+    if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p120f));
+    w = hn::Mul(w, hn::Set(df, a.f));
+    const auto is_nan = hn::Eq(hn::And(ci, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
+    out[0] = hn::IfThenElse(hn::RebindMask(df, is_nan),
+                            hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
+  }
+};
+
+struct Fp4Fmt {
+  static constexpr size_t kC = 2 * kN, kVecs = 2, kChunkBytes = kN;
+  const uint8_t* data;
+  size_t K;
+  const uint8_t* scales;
+  size_t scale_stride;
+  const float* e8m0;
+  struct Aux {
+    float s;
+  };
+  const uint8_t* row_ptr(size_t r) const { return data + r * (K / 2); }
+  Aux aux(size_t r, size_t c) const { return {e8m0[scales[r * scale_stride + (c * kC) / 32]]}; }
+  static size_t tail_bytes(size_t elems) { return elems / 2; }
+  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
+    const DF df;
+    const DU du;
+    const hn::Rebind<uint8_t, DF> d8;
+    const auto b = hn::PromoteTo(du, hn::LoadU(d8, p));
+    const auto lo = hn::And(b, hn::Set(du, 15u));
+    const auto hi = hn::ShiftRight<4>(b);
+    const auto s = hn::Set(df, a.s);
+    if constexpr (kN == 16) {
+      const VF tbl = hn::Mul(hn::LoadU(df, kE2M1ToF32), s);
+      out[0] = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, lo));
+      out[1] = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hi));
+    } else if constexpr (kN == 8) {
+      const VF tbl = hn::Mul(hn::LoadU(df, kE2M1ToF32), s);  // magnitudes 0..7
+      const auto m7 = hn::Set(du, 7u), m8 = hn::Set(du, 8u);
+      const VF mlo = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hn::And(lo, m7)));
+      const VF mhi = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hn::And(hi, m7)));
+      out[0] = hn::BitCast(df, hn::Or(hn::BitCast(du, mlo), hn::ShiftLeft<28>(hn::And(lo, m8))));
+      out[1] = hn::BitCast(df, hn::Or(hn::BitCast(du, mhi), hn::ShiftLeft<28>(hn::And(hi, m8))));
+    } else {
+      const DI di;
+      out[0] = hn::Mul(hn::GatherIndex(df, kE2M1ToF32, hn::BitCast(di, lo)), s);
+      out[1] = hn::Mul(hn::GatherIndex(df, kE2M1ToF32, hn::BitCast(di, hi)), s);
+    }
+  }
+};
+
+// Decodes chunk c of rows; the partial last chunk goes through a zero-padded copy.
+template <class F>
+HWY_INLINE void DecodeChunk(const F& f, const uint8_t* row, size_t r, size_t c, size_t K,
+                            VF* out) {
+  const size_t e0 = c * F::kC;
+  if (e0 + F::kC <= K) {
+    f.decode(row + c * F::kChunkBytes, f.aux(r, c), out);
+  } else {
+    alignas(64) float buf[16] = {};  // 64 bytes ≥ any kChunkBytes
+    std::memcpy(buf, row + c * F::kChunkBytes, F::tail_bytes(K - e0));
+    f.decode(reinterpret_cast<const uint8_t*>(buf), f.aux(r, c), out);
+  }
+}
+
+// ---- GEMV / small batch: R rows × T tokens, weights decoded in registers.
+template <class F, size_t R, size_t T>
+HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, size_t Kp,
+                            float* y, size_t ldy) {
+  const DF df;
+  VF acc[R][T];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(df);
+  const uint8_t* base[R];
+  for (size_t r = 0; r < R; ++r) base[r] = f.row_ptr(r0 + r);
+  const size_t nfull = K / F::kC;
+  const size_t nchunks = (K + F::kC - 1) / F::kC;
+  for (size_t c = 0; c < nchunks; ++c) {
+    VF w[R][F::kVecs];
+    if (HWY_LIKELY(c < nfull)) {
+      for (size_t r = 0; r < R; ++r)
+        f.decode(base[r] + c * F::kChunkBytes, f.aux(r0 + r, c), w[r]);
+    } else {
+      for (size_t r = 0; r < R; ++r) DecodeChunk(f, base[r], r0 + r, c, K, w[r]);
+    }
+    const float* xc = xp + c * F::kC;
+    for (size_t v = 0; v < F::kVecs; ++v) {
+      for (size_t t = 0; t < T; ++t) {
+        const VF xv = hn::LoadU(df, xc + t * Kp + v * kN);
+        for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(w[r][v], xv, acc[r][t]);
+      }
+    }
+  }
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t)
+      y[t * ldy + r0 + r] = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+}
+
+template <class F, size_t R, size_t T = kTMax>
+HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const float* xp,
+                             size_t Kp, float* y, size_t ldy) {
+  if (nt == T) return GemvBlock<F, R, T>(f, K, r0, xp, Kp, y, ldy);
+  if constexpr (T > 1) GemvDispatch<F, R, T - 1>(nt, f, K, r0, xp, Kp, y, ldy);
+}
+
+template <class F>
+void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
+              float* y, size_t ldy) {
+  size_t r = b;
+  for (; r + kR <= e; r += kR)
+    for (size_t t0 = 0; t0 < n; t0 += kTMax)
+      GemvDispatch<F, kR>(std::min(kTMax, n - t0), f, K, r, xp + t0 * Kp, Kp, y + t0 * ldy, ldy);
+  for (; r < e; ++r)
+    for (size_t t0 = 0; t0 < n; t0 += kTMax)
+      GemvDispatch<F, 1>(std::min(kTMax, n - t0), f, K, r, xp + t0 * Kp, Kp, y + t0 * ldy, ldy);
+}
+
+// ---- GEMM (prefill): decoded fp32 tile + register-blocked microkernel.
+
+// Decodes rows [r0, r0+nr) into tile (row stride Kp floats, same lane order as the packed x).
+template <class F>
+void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp) {
+  const DF df;
+  const size_t nchunks = (K + F::kC - 1) / F::kC;
+  for (size_t r = 0; r < nr; ++r) {
+    const uint8_t* row = f.row_ptr(r0 + r);
+    float* dst = tile + r * Kp;
+    for (size_t c = 0; c < nchunks; ++c) {
+      VF w[F::kVecs];
+      DecodeChunk(f, row, r0 + r, c, K, w);
+      for (size_t v = 0; v < F::kVecs; ++v) hn::Store(w[v], df, dst + c * F::kC + v * kN);
+    }
+  }
+}
+
+// acc slots: acc + (r * acc_rs + t) * kN. Vectors [v0, v1) of the rows/tokens.
+template <size_t R, size_t T>
+HWY_NOINLINE void Micro(const float* w, const float* x, size_t Kp, size_t v0, size_t v1,
+                        float* acc, size_t acc_rs) {
+  const DF df;
+  VF a[R][T];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t) a[r][t] = hn::Load(df, acc + (r * acc_rs + t) * kN);
+  for (size_t v = v0; v < v1; ++v) {
+    VF wv[R];
+    for (size_t r = 0; r < R; ++r) wv[r] = hn::Load(df, w + r * Kp + v * kN);
+    for (size_t t = 0; t < T; ++t) {
+      const VF xv = hn::Load(df, x + t * Kp + v * kN);
+      for (size_t r = 0; r < R; ++r) a[r][t] = hn::MulAdd(wv[r], xv, a[r][t]);
+    }
+  }
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t) hn::Store(a[r][t], df, acc + (r * acc_rs + t) * kN);
+}
+
+template <size_t R, size_t T = kTMax>
+HWY_INLINE void MicroDispatch(size_t nt, const float* w, const float* x, size_t Kp, size_t v0,
+                              size_t v1, float* acc, size_t acc_rs) {
+  if (nt == T) return Micro<R, T>(w, x, Kp, v0, v1, acc, acc_rs);
+  if constexpr (T > 1) MicroDispatch<R, T - 1>(nt, w, x, Kp, v0, v1, acc, acc_rs);
+}
+
+template <class F>
+void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
+              float* y, size_t ldy) {
+  const DF df;
+  // Rows per tile: a multiple of kR, tile ≤ kTileBytes (at least kR rows).
+  size_t rb = std::min<size_t>(md::kTileRows, md::kTileBytes / (Kp * sizeof(float)));
+  rb = std::max(kR, rb / kR * kR);
+  const size_t tb = 4 * kTMax;             // tokens per accumulator block
+  const size_t kb = std::max<size_t>(1, 4096 / (kN * sizeof(float)) / 4);  // vectors / K block
+  const size_t nv = Kp / kN;
+  thread_local md::Scratch tile_s, acc_s;
+  float* tile = tile_s.get(rb * Kp);
+  float* acc = acc_s.get(rb * tb * kN);
+  for (size_t rt = b; rt < e; rt += rb) {
+    const size_t nr = std::min(rb, e - rt);
+    ConvertTile(f, K, rt, nr, tile, Kp);
+    for (size_t t0 = 0; t0 < n; t0 += tb) {
+      const size_t nt = std::min(tb, n - t0);
+      std::fill(acc, acc + rb * tb * kN, 0.0f);
+      const float* xb = xp + t0 * Kp;
+      for (size_t v0 = 0; v0 < nv; v0 += kb) {
+        const size_t v1 = std::min(nv, v0 + kb);
+        for (size_t tg = 0; tg < nt; tg += kTMax) {
+          const size_t tt = std::min(kTMax, nt - tg);
+          size_t rg = 0;
+          for (; rg + kR <= nr; rg += kR)
+            MicroDispatch<kR>(tt, tile + rg * Kp, xb + tg * Kp, Kp, v0, v1,
+                              acc + (rg * tb + tg) * kN, tb);
+          for (; rg < nr; ++rg)
+            MicroDispatch<1>(tt, tile + rg * Kp, xb + tg * Kp, Kp, v0, v1,
+                             acc + (rg * tb + tg) * kN, tb);
+        }
+      }
+      for (size_t r = 0; r < nr; ++r)
+        for (size_t t = 0; t < nt; ++t)
+          y[(t0 + t) * ldy + rt + r] =
+              hn::GetLane(hn::SumOfLanes(df, hn::Load(df, acc + (r * tb + t) * kN)));
+    }
+  }
+}
+
+// ---- Driver.
+
+template <class F>
+void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t n, float* y,
+         size_t ldy, ThreadPool* pool, bool gemm) {
+  const bool parallel = pool && pool->size() > 1 && rows * K * std::max<size_t>(n, 1) >= (1u << 16);
+  if (gemm) {
+    const size_t grain = md::kTileRows;
+    auto body = [&](size_t b, size_t e, int) { GemmRows(f, K, b, e, xp, Kp, n, y, ldy); };
+    if (parallel) pool->parallel_for(rows, body, grain); else body(0, rows, 0);
+  } else {
+    auto body = [&](size_t b, size_t e, int) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); };
+    if (parallel) pool->parallel_for(rows, body, 16); else body(0, rows, 0);
+  }
+}
+
+void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
+                size_t ldy, ThreadPool* pool, bool force_gemm) {
+  const size_t rows = w.rows, K = w.cols;
+  if (n == 0 || rows == 0) return;
+  if (K == 0) {
+    for (size_t t = 0; t < n; ++t) std::fill(y + t * ldy, y + t * ldy + rows, 0.0f);
+    return;
+  }
+  const bool fp4 = w.format == WeightFormat::kFp4Block32;
+  const size_t C = fp4 ? 2 * kN : kN;
+  const size_t Kp = (K + C - 1) / C * C;
+  // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
+  thread_local md::Scratch xs, fs;
+  float* xp = xs.get(n * Kp);
+  for (size_t t = 0; t < n; ++t) {
+    const float* src = x + t * ldx;
+    float* dst = xp + t * Kp;
+    if (!fp4) {
+      std::memcpy(dst, src, K * sizeof(float));
+      std::fill(dst + K, dst + Kp, 0.0f);
+    } else {
+      for (size_t c0 = 0; c0 < Kp; c0 += C) {
+        for (size_t j = 0; j < kN; ++j) {
+          const size_t ie = c0 + 2 * j, io = ie + 1;
+          dst[c0 + j] = ie < K ? src[ie] : 0.0f;
+          dst[c0 + kN + j] = io < K ? src[io] : 0.0f;
+        }
+      }
+    }
+  }
+  const bool gemm = force_gemm || n >= kMatmulGemmMinTokens;
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  switch (w.format) {
+    case WeightFormat::kF32:
+      Run(F32Fmt{data, K}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      break;
+    case WeightFormat::kBF16:
+      Run(BF16Fmt{data, K}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      break;
+    case WeightFormat::kFp8Block128: {
+      const size_t nrb = (rows + 127) / 128, ncb = (K + 127) / 128;
+      float* fac = fs.get(nrb * ncb);
+      bool two_mul = false;
+      for (size_t i = 0; i < nrb; ++i)
+        for (size_t j = 0; j < ncb; ++j)
+          two_mul |= (w.scales[i * w.scale_stride + j] > 134 &&
+                      w.scales[i * w.scale_stride + j] != 0xff);
+      const float* e8 = md::e8m0_table();
+      for (size_t i = 0; i < nrb; ++i)
+        for (size_t j = 0; j < ncb; ++j) {
+          const uint8_t e = w.scales[i * w.scale_stride + j];
+          fac[i * ncb + j] = two_mul ? e8[e]
+                             : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
+                                         : std::ldexp(1.0f, static_cast<int>(e) - 7);
+        }
+      if (two_mul)
+        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      else
+        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      break;
+    }
+    case WeightFormat::kFp4Block32:
+      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::e8m0_table()}, rows, K, xp, Kp, n, y,
+          ldy, pool, gemm);
+      break;
+  }
+}
+
+int64_t TargetImpl() { return HWY_TARGET; }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace dsv4
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace dsv4 {
+
+HWY_EXPORT(MatmulImpl);
+HWY_EXPORT(TargetImpl);
+
+void matmul_simd(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+                 ThreadPool* pool, bool force_gemm) {
+  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, ldx, n, y, ldy, pool, force_gemm);
+}
+
+const char* matmul_target_name() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(TargetImpl)()); }
+
+}  // namespace dsv4
+#endif  // HWY_ONCE

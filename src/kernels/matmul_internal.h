@@ -1,0 +1,21 @@
+// Internal entry points of the matmul kernels (not part of the forward pass's interface).
+#pragma once
+
+#include <cstddef>
+
+#include "kernels/matmul.h"
+
+namespace dsv4 {
+
+// The Highway-dispatched implementation behind matmul(). `force_gemm` selects the blocked
+// prefill path even for small n (tests use it to check that both paths agree bit for bit).
+void matmul_simd(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+                 ThreadPool* pool, bool force_gemm);
+
+// Name of the SIMD target matmul() dispatches to on this machine right now (e.g. "AVX3").
+const char* matmul_target_name();
+
+// Token count from which matmul() uses the tile-converting prefill GEMM.
+constexpr size_t kMatmulGemmMinTokens = 16;
+
+}  // namespace dsv4
