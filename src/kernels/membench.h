@@ -1,0 +1,29 @@
+// Machine roofline measurements for `dsv4 bench`: streaming bandwidth (read-only and STREAM
+// triad) and the peak FLOP/s of the instruction the prefill GEMM uses (fp32 vector FMA of the
+// SIMD target matmul() dispatches to), each run on all threads of the given pool.
+#pragma once
+
+#include <cstddef>
+
+namespace dsv4 {
+
+class ThreadPool;
+
+// Read-only streaming bandwidth in GB/s (1e9 bytes/s): every thread sums its own contiguous part
+// of a `bytes`-sized buffer (first touched by that thread) with vector loads; best of `passes`.
+// Decode reads weights and writes almost nothing, so this is its roofline. Use ≥ 1 GiB.
+double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5);
+
+// STREAM triad a[i] = b[i] + s·c[i] over three float arrays of bytes/3 each; GB/s counted the
+// STREAM way (3 × array bytes per pass, write-allocate traffic not counted); best of `passes`.
+double measure_triad_gbps(ThreadPool& pool, size_t bytes, int passes = 5);
+
+// Peak fp32 FLOP/s of all threads running a register-only loop of independent vector FMAs
+// (2 FLOPs per lane per FMA), the instruction of the prefill GEMM microkernel. Runs for about
+// `seconds`; best of a few repetitions.
+double measure_peak_flops(ThreadPool& pool, double seconds = 0.2);
+
+// The SIMD target these measurements (and matmul) use on this machine.
+const char* membench_target_name();
+
+}  // namespace dsv4
