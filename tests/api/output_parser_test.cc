@@ -1,0 +1,279 @@
+#include "api/output_parser.h"
+
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "api/chat_encoder.h"
+#include "tokenizer/utf8.h"
+
+namespace dsv4::api {
+namespace {
+
+const std::string D = "｜DSML｜";
+const std::string EOS = "<｜end▁of▁sentence｜>";
+
+std::string param(const std::string& k, const std::string& v, bool str) {
+  return "<" + D + "parameter name=\"" + k + "\" string=\"" + (str ? "true" : "false") + "\">" + v +
+         "</" + D + "parameter>";
+}
+std::string invoke(const std::string& name, const std::vector<std::string>& params) {
+  std::string s = "<" + D + "invoke name=\"" + name + "\">\n";
+  for (size_t i = 0; i < params.size(); ++i) s += (i ? "\n" : "") + params[i];
+  return s + "\n</" + D + "invoke>";
+}
+std::string block(const std::vector<std::string>& invokes) {
+  std::string s = "\n\n<" + D + "tool_calls>\n";
+  for (size_t i = 0; i < invokes.size(); ++i) s += (i ? "\n" : "") + invokes[i];
+  return s + "\n</" + D + "tool_calls>";
+}
+
+struct Expected {
+  std::string reasoning, content;
+  std::vector<std::pair<std::string, std::string>> calls;  // name, arguments
+  bool finished = true, malformed = false;
+};
+
+void expect_eq(const ParsedCompletion& got, const Expected& want, const std::string& ctx) {
+  EXPECT_EQ(got.reasoning_content, want.reasoning) << ctx;
+  EXPECT_EQ(got.content, want.content) << ctx;
+  ASSERT_EQ(got.tool_calls.size(), want.calls.size()) << ctx;
+  for (size_t i = 0; i < want.calls.size(); ++i) {
+    EXPECT_EQ(got.tool_calls[i].name, want.calls[i].first) << ctx;
+    EXPECT_EQ(got.tool_calls[i].arguments, want.calls[i].second) << ctx;
+    EXPECT_EQ(got.tool_calls[i].id, "call_" + std::to_string(i)) << ctx;
+  }
+  EXPECT_EQ(got.finished, want.finished) << ctx;
+  EXPECT_EQ(got.malformed, want.malformed) << ctx << " error=" << got.error;
+}
+
+// Feeds `pieces` and checks the invariants of the event stream against the final message.
+ParsedCompletion run_stream(const std::vector<std::string>& pieces, bool thinking,
+                            bool allow_markup_in_content) {
+  OutputParserOptions o;
+  o.thinking = thinking;
+  OutputParser p(o);
+  std::string content, reasoning;
+  std::vector<OutputEvent> all;
+  for (const auto& piece : pieces) {
+    for (auto& e : p.push(piece)) all.push_back(std::move(e));
+  }
+  for (auto& e : p.finish()) all.push_back(std::move(e));
+  size_t starts = 0;
+  for (const auto& e : all) {
+    if (e.type == OutputEvent::Type::kContentDelta) {
+      content += e.text;
+      if (!allow_markup_in_content) {
+        EXPECT_EQ(e.text.find(D), std::string::npos) << "markup leaked: " << e.text;
+        EXPECT_EQ(e.text.find("<｜end"), std::string::npos) << "EOS leaked: " << e.text;
+      }
+    } else if (e.type == OutputEvent::Type::kReasoningDelta) {
+      reasoning += e.text;
+    } else if (e.type == OutputEvent::Type::kToolCallStart) {
+      EXPECT_EQ(e.tool_index, starts++);
+    }
+  }
+  EXPECT_EQ(content, p.message().content);
+  EXPECT_EQ(reasoning, p.message().reasoning_content);
+  EXPECT_EQ(starts, p.message().tool_calls.size());
+  return p.message();
+}
+
+// Whole text, then every two-piece split at every byte, then byte by byte: all must agree.
+void check_all_splits(const std::string& text, bool thinking, const Expected& want,
+                      bool markup_in_content = false) {
+  expect_eq(parse_completion(text, thinking), want, "whole");
+  for (size_t k = 0; k <= text.size(); ++k) {
+    expect_eq(run_stream({text.substr(0, k), text.substr(k)}, thinking, markup_in_content), want,
+              "split at byte " + std::to_string(k));
+  }
+  std::vector<std::string> bytes;
+  for (char c : text) bytes.emplace_back(1, c);
+  expect_eq(run_stream(bytes, thinking, markup_in_content), want, "byte by byte");
+}
+
+TEST(OutputParser, PlainContent) {
+  check_all_splits("Hello, world!" + EOS, false, {"", "Hello, world!", {}, true, false});
+  Expected cut{"", "no eos here", {}, false, false};
+  check_all_splits("no eos here", false, cut);
+}
+
+TEST(OutputParser, ReasoningThenContent) {
+  check_all_splits("Let me think.\nOK.</think>The answer is 4." + EOS, true,
+                   {"Let me think.\nOK.", "The answer is 4.", {}, true, false});
+}
+
+TEST(OutputParser, SingleCallStringAndJsonParams) {
+  std::string text = "Let me check." +
+                     block({invoke("get_weather", {param("location", "Beijing", true),
+                                                   param("days", "3", false)})}) +
+                     EOS;
+  check_all_splits(text, false,
+                   {"", "Let me check.", {{"get_weather", R"({"location": "Beijing", "days": 3})"}}});
+}
+
+TEST(OutputParser, ParallelCallsAfterReasoning) {
+  std::string text =
+      "Two cities, two calls.</think>" +
+      block({invoke("get_weather", {param("location", "Paris", true)}),
+             invoke("get_weather", {param("location", "東京", true)}),
+             invoke("search", {param("q", "x", true), param("opts", R"({"n": 2, "safe": true})", false),
+                               param("tags", R"(["a", "b"])", false), param("x", "null", false)})}) +
+      EOS;
+  check_all_splits(text, true,
+                   {"Two cities, two calls.",
+                    "",
+                    {{"get_weather", R"({"location": "Paris"})"},
+                     {"get_weather", R"({"location": "東京"})"},
+                     {"search", R"({"q": "x", "opts": {"n": 2, "safe": true}, "tags": ["a", "b"], "x": null})"}}});
+}
+
+TEST(OutputParser, UnicodeAndEscapesInStringParams) {
+  std::string v = "naïve \"quoted\" \\ back\nslash\t☀️ 😀";
+  std::string text = block({invoke("write", {param("text", v, true)})}) + EOS;
+  check_all_splits(text, false,
+                   {"", "", {{"write", R"({"text": "naïve \"quoted\" \\ back\nslash\t☀️ 😀"})"}}});
+}
+
+TEST(OutputParser, NoArgumentCall) {
+  std::string text = block({invoke("now", {})}) + EOS;
+  EXPECT_EQ(text.find("\">\n\n</" + D + "invoke>") != std::string::npos, true);
+  check_all_splits(text, false, {"", "", {{"now", "{}"}}});
+}
+
+TEST(OutputParser, LookAlikeMarkupInCodeBlockStaysContent) {
+  std::string content = "Example of the syntax:\n```\n<" + D + "invoke name=\"x\">\n<" + D +
+                        "tool_calls>\n```\nDone. </think> too.";
+  check_all_splits(content + EOS, false, {"", content, {}, true, false},
+                   /*markup_in_content=*/true);
+}
+
+TEST(OutputParser, TruncatedBlocksComeBackAsContent) {
+  std::string full = "Checking." +
+                     block({invoke("get_weather", {param("location", "Beijing", true),
+                                                   param("days", "3", false)})});
+  // Cut anywhere inside the block: the whole block text is returned as flagged content.
+  for (size_t cut = 9 + 1; cut < full.size(); ++cut) {
+    std::string t = full.substr(0, cut);
+    bool in_block = cut >= 9 + 2 + 1 + D.size();  // opener complete far enough to be a block
+    ParsedCompletion p = parse_completion(t, false);
+    EXPECT_EQ(p.content, t) << cut;
+    EXPECT_TRUE(p.tool_calls.empty()) << cut;
+    EXPECT_FALSE(p.finished);
+    if (t.find("\n\n<" + D + "tool_calls") != std::string::npos) {
+      EXPECT_TRUE(p.malformed) << cut;
+      EXPECT_NE(p.error.find("truncated"), std::string::npos) << p.error;
+    }
+    (void)in_block;
+  }
+  // EOS inside the block.
+  std::string t = "Checking." + block({invoke("f", {param("a", "1", false)})}).substr(0, 60) + EOS;
+  ParsedCompletion p = parse_completion(t, false);
+  EXPECT_EQ(p.content, t.substr(0, t.size() - EOS.size()));
+  EXPECT_TRUE(p.malformed);
+  EXPECT_TRUE(p.finished);
+}
+
+TEST(OutputParser, MalformedBlocksComeBackAsContent) {
+  std::vector<std::string> bad = {
+      block({invoke("f", {param("a", "not json", false)})}),
+      block({invoke("f", {"<" + D + "parameter name=\"a\" string=\"maybe\">1</" + D + "parameter>"})}),
+      block({invoke("f", {param("a", "1", true), param("a", "2", true)})}),
+      "\n\n<" + D + "tool_calls>" + invoke("f", {}) + "\n</" + D + "tool_calls>",  // no newline
+      "\n\n<" + D + "tool_calls>\nhello\n</" + D + "tool_calls>",
+  };
+  for (const auto& b : bad) {
+    std::string text = "Pre." + b + EOS;
+    Expected want{"", "Pre." + b, {}, true, true};
+    check_all_splits(text, false, want, /*markup_in_content=*/true);
+  }
+}
+
+TEST(OutputParser, TextAfterToolCallsOrEosIsKeptAndFlagged) {
+  std::string b = block({invoke("f", {param("a", "1", false)})});
+  ParsedCompletion p = parse_completion("x" + b + "oops" + EOS, false);
+  EXPECT_EQ(p.content, "xoops");
+  ASSERT_EQ(p.tool_calls.size(), 1u);
+  EXPECT_TRUE(p.malformed);
+  p = parse_completion("done" + EOS + "extra", false);
+  EXPECT_EQ(p.content, "doneextra");
+  EXPECT_TRUE(p.malformed);
+  EXPECT_TRUE(p.finished);
+}
+
+TEST(OutputParser, RoundTripThroughChatEncoder) {
+  ojson user = ojson::parse(R"([{"role": "user", "content": "q"}])");
+  std::vector<std::pair<std::string, bool>> texts = {
+      {"Plain answer." + EOS, false},
+      {"Thinking hard.</think>Answer." + EOS, true},
+      {"Checking." + block({invoke("get_weather", {param("location", "Beijing", true),
+                                                   param("days", "3", false)})}) + EOS, false},
+      {"Plan.</think>" + block({invoke("a", {param("x", R"({"k": [1, 2.5, "s"]})", false)}),
+                                invoke("b", {}), invoke("c", {param("t", "多\n行", true)})}) + EOS,
+       true},
+  };
+  for (const auto& [text, thinking] : texts) {
+    ParsedCompletion p = parse_completion(text, thinking);
+    ASSERT_FALSE(p.malformed) << text << " " << p.error;
+    ChatOptions o;
+    o.thinking = thinking;
+    std::string prefix = render_chat(user, o);
+    ojson conv = user;
+    conv.push_back(p.to_openai_message(thinking));
+    EXPECT_EQ(render_chat(conv, o), prefix + text);
+  }
+}
+
+TEST(OutputParser, CustomIdsAndOpenAiShape) {
+  OutputParserOptions o;
+  o.make_tool_call_id = [](size_t i) { return "call_abc" + std::to_string(i); };
+  OutputParser p(o);
+  auto ev = p.push(block({invoke("f", {param("a", "1", false)})}) + EOS);
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0].type, OutputEvent::Type::kToolCallStart);
+  EXPECT_EQ(ev[0].tool_id, "call_abc0");
+  EXPECT_EQ(ev[0].tool_name, "f");
+  EXPECT_EQ(ev[1].type, OutputEvent::Type::kToolCallArguments);
+  EXPECT_EQ(ev[1].text, R"({"a": 1})");
+  p.finish();
+  EXPECT_EQ(p.message().to_openai_message(false).dump(),
+            R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_abc0","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]})");
+}
+
+TEST(OutputParser, HoldsBackOnlyPossibleMarkup) {
+  OutputParser p;
+  auto ev = p.push("abc\n");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].text, "abc");  // "\n" could start "\n\n<｜DSML｜tool_calls"
+  ev = p.push("x<");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].text, "\nx");  // "<" could start the EOS marker
+  ev = p.push("b>");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].text, "<b>");
+}
+
+TEST(OutputParser, RandomGarbageNeverThrowsAndLosesNothing) {
+  std::mt19937 rng(7);
+  std::vector<std::string> atoms = {"a", "\n", "\n\n", "<", ">", "\"", D, "tool_calls", "invoke",
+                                    " name=\"", "parameter", "string=\"true\">", "</", EOS,
+                                    "</think>", "é", "\xE4", "{", "1"};
+  for (int iter = 0; iter < 300; ++iter) {
+    std::string text;
+    int n = rng() % 40;
+    for (int i = 0; i < n; ++i) text += atoms[rng() % atoms.size()];
+    std::vector<std::string> pieces;
+    for (size_t i = 0; i < text.size();) {
+      size_t len = 1 + rng() % 5;
+      pieces.push_back(text.substr(i, len));
+      i += len;
+    }
+    ParsedCompletion p = run_stream(pieces, iter % 2, true);
+    ParsedCompletion q = parse_completion(text, iter % 2);
+    EXPECT_EQ(p.content, q.content);
+    EXPECT_EQ(p.tool_calls.size(), q.tool_calls.size());
+  }
+}
+
+}  // namespace
+}  // namespace dsv4::api
