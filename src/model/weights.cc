@@ -144,6 +144,12 @@ struct Binder {
   const TensorInfo& get(const std::string& n) const {
     const TensorInfo* t = ck.find(n);
     if (!t) throw Error("missing tensor '" + n + "'");
+    // Multi-byte tensors are read in place through typed pointers: they must be aligned.
+    const size_t align = dtype_size(t->dtype);
+    if (align > 1 && reinterpret_cast<uintptr_t>(t->data) % align != 0) {
+      throw Error(t->file + ": tensor '" + n + "' data at byte offset " + std::to_string(t->file_offset) +
+                  " is not aligned to its " + std::to_string(align) + "-byte element size");
+    }
     return *t;
   }
   MatrixView fp8(const std::string& m) const {

@@ -1,0 +1,82 @@
+#include "numerics/formats.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace dsv4 {
+namespace {
+
+TEST(Formats, E4M3TableMatchesDefinition) {
+  EXPECT_EQ(e4m3_to_f32(0x00), 0.0f);
+  EXPECT_EQ(e4m3_to_f32(0x7e), 448.0f);
+  EXPECT_EQ(e4m3_to_f32(0xfe), -448.0f);
+  EXPECT_TRUE(std::isnan(e4m3_to_f32(0x7f)));
+  EXPECT_EQ(e4m3_to_f32(0x01), std::ldexp(1.0f, -9));  // smallest subnormal
+  EXPECT_EQ(e4m3_to_f32(0x08), std::ldexp(1.0f, -6));  // smallest normal
+  EXPECT_EQ(e4m3_to_f32(0x38), 1.0f);
+  EXPECT_EQ(e4m3_to_f32(0x3c), 1.5f);
+}
+
+TEST(Formats, E4M3EncodeRoundTripsEveryCodeAndRoundsToNearestEven) {
+  for (int c = 0; c < 256; ++c) {
+    if ((c & 0x7f) == 0x7f) continue;
+    const float v = e4m3_to_f32(static_cast<uint8_t>(c));
+    if (v == 0.0f) continue;
+    EXPECT_EQ(e4m3_encode(v), c) << c;
+  }
+  EXPECT_EQ(e4m3_to_f32(e4m3_encode(1.0625f)), 1.0f);    // tie between 1 and 1.125 → even (1)
+  EXPECT_EQ(e4m3_to_f32(e4m3_encode(1.1875f)), 1.25f);   // tie between 1.125 and 1.25 → even
+  EXPECT_EQ(e4m3_to_f32(e4m3_encode(1000.0f)), 448.0f);  // clamp
+  EXPECT_EQ(e4m3_to_f32(e4m3_encode(-1000.0f)), -448.0f);
+  EXPECT_EQ(e4m3_to_f32(e4m3_encode(464.0f)), 448.0f);
+}
+
+TEST(Formats, E2M1RoundsToNearestEven) {
+  const float in[] = {0.25f, 0.75f, 1.25f, 1.75f, 2.5f, 3.5f, 5.0f, 7.0f, -0.75f, -5.0f};
+  const float out[] = {0.0f, 1.0f, 1.0f, 2.0f, 2.0f, 4.0f, 4.0f, 6.0f, -1.0f, -4.0f};
+  for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); ++i) {
+    EXPECT_EQ(e2m1_to_f32(e2m1_encode(in[i])), out[i]) << in[i];
+  }
+  for (int c = 0; c < 16; ++c) {
+    if (c == 8) continue;  // −0
+    EXPECT_EQ(e2m1_encode(e2m1_to_f32(static_cast<uint8_t>(c))), c);
+  }
+}
+
+TEST(Formats, Ue8m0ScaleIsCeilPowerOfTwo) {
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(448.0f, BlockFormat::kFp8E4M3)), 1.0f);
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(449.0f, BlockFormat::kFp8E4M3)), 2.0f);
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(6.0f, BlockFormat::kFp4E2M1)), 1.0f);
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(6.5f, BlockFormat::kFp4E2M1)), 2.0f);
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(0.0f, BlockFormat::kFp8E4M3)), std::ldexp(1.0f, -22));  // 1e-4 floor
+}
+
+TEST(Formats, Bf16RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
+  uint32_t bits = 0x3f808000;  // exactly halfway between 0x3f80 and 0x3f81 → even
+  float f;
+  std::memcpy(&f, &bits, 4);
+  EXPECT_EQ(f32_to_bf16(f), 0x3f80);
+  bits = 0x3f818000;  // halfway between 0x3f81 and 0x3f82 → even (0x3f82)
+  std::memcpy(&f, &bits, 4);
+  EXPECT_EQ(f32_to_bf16(f), 0x3f82);
+}
+
+TEST(Formats, BlockRoundTripKeepsValuesOnTheGrid) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd(0.0f, 3.0f);
+  std::vector<float> x(128);
+  for (auto& v : x) v = nd(rng);
+  std::vector<float> y = x;
+  roundtrip_blocks(y.data(), y.size(), 64, BlockFormat::kFp8E4M3);
+  std::vector<float> z = y;
+  roundtrip_blocks(z.data(), z.size(), 64, BlockFormat::kFp8E4M3);
+  EXPECT_EQ(y, z);  // idempotent
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(y[i], x[i], std::fabs(x[i]) * 0.07f + 1e-3f);
+}
+
+}  // namespace
+}  // namespace dsv4
