@@ -28,6 +28,7 @@
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
@@ -63,6 +64,10 @@ inline const float* e8m0_table() {
 // Rows per decoded tile, tokens per accumulator block and vectors per K block of the GEMM.
 constexpr size_t kTileRows = 16;
 constexpr size_t kTileBytes = 512 * 1024;
+// Software prefetch distance of the GEMV weight streams (several interleaved rows defeat the
+// hardware stream prefetcher's ramp-up).
+constexpr size_t kPrefetchBytes = 1024;
+constexpr size_t kKBlockBytes = 4096;  // per row of a K block: x panel 6 × 4 KiB stays in L1
 
 }  // namespace dsv4::matmul_detail
 #endif  // DSV4_MATMUL_HWY_SHARED_
@@ -114,9 +119,11 @@ struct BF16Fmt {
 };
 
 // kTwoMul: some scale exceeds 2^7, so 2^120·scale would overflow; multiply in two steps.
+// Chunks are 2N elements (two vectors) so that FP8 rows have the same vector count in every
+// path, including the f16 GEMV below.
 template <bool kTwoMul>
 struct Fp8Fmt {
-  static constexpr size_t kC = kN, kVecs = 1, kChunkBytes = kN;
+  static constexpr size_t kC = 2 * kN, kVecs = 2, kChunkBytes = 2 * kN;
   const uint8_t* data;
   size_t K;
   const float* fac;  // [row block][col block]: 2^(e-7), or the scale itself when kTwoMul
@@ -127,7 +134,7 @@ struct Fp8Fmt {
   const uint8_t* row_ptr(size_t r) const { return data + r * K; }
   Aux aux(size_t r, size_t c) const { return {fac[(r / 128) * ncb + (c * kC) / 128]}; }
   static size_t tail_bytes(size_t elems) { return elems; }
-  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
+  HWY_INLINE VF decode1(const uint8_t* p, float f) const {
     const DI di;
     const DF df;
     const hn::Rebind<int8_t, DF> d8;
@@ -136,10 +143,14 @@ struct Fp8Fmt {
         hn::And(hn::ShiftLeft<20>(ci), hn::Set(di, static_cast<int32_t>(0x87F00000u)));
     VF w = hn::BitCast(df, bits);  // = e4m3 value · 2^-120, exactly
     if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p120f));
-    w = hn::Mul(w, hn::Set(df, a.f));
+    w = hn::Mul(w, hn::Set(df, f));
     const auto is_nan = hn::Eq(hn::And(ci, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
-    out[0] = hn::IfThenElse(hn::RebindMask(df, is_nan),
-                            hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
+    return hn::IfThenElse(hn::RebindMask(df, is_nan),
+                          hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
+  }
+  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
+    out[0] = decode1(p, a.f);
+    out[1] = decode1(p + kN, a.f);
   }
 };
 
@@ -208,15 +219,8 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
   const uint8_t* base[R];
   for (size_t r = 0; r < R; ++r) base[r] = f.row_ptr(r0 + r);
   const size_t nfull = K / F::kC;
-  const size_t nchunks = (K + F::kC - 1) / F::kC;
-  for (size_t c = 0; c < nchunks; ++c) {
-    VF w[R][F::kVecs];
-    if (HWY_LIKELY(c < nfull)) {
-      for (size_t r = 0; r < R; ++r)
-        f.decode(base[r] + c * F::kChunkBytes, f.aux(r0 + r, c), w[r]);
-    } else {
-      for (size_t r = 0; r < R; ++r) DecodeChunk(f, base[r], r0 + r, c, K, w[r]);
-    }
+  // Full chunks in a call-free loop (accumulators stay in registers), then the partial one.
+  auto fma_chunk = [&](size_t c, VF (&w)[R][F::kVecs]) HWY_ATTR {
     const float* xc = xp + c * F::kC;
     for (size_t v = 0; v < F::kVecs; ++v) {
       for (size_t t = 0; t < T; ++t) {
@@ -224,6 +228,19 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
         for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(w[r][v], xv, acc[r][t]);
       }
     }
+  };
+  for (size_t c = 0; c < nfull; ++c) {
+    VF w[R][F::kVecs];
+    for (size_t r = 0; r < R; ++r) {
+      hwy::Prefetch(base[r] + c * F::kChunkBytes + md::kPrefetchBytes);
+      f.decode(base[r] + c * F::kChunkBytes, f.aux(r0 + r, c), w[r]);
+    }
+    fma_chunk(c, w);
+  }
+  if (nfull * F::kC < K) {
+    VF w[R][F::kVecs];
+    for (size_t r = 0; r < R; ++r) DecodeChunk(f, base[r], r0 + r, nfull, K, w[r]);
+    fma_chunk(nfull, w);
   }
   for (size_t r = 0; r < R; ++r)
     for (size_t t = 0; t < T; ++t)
@@ -264,6 +281,7 @@ void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t
       DecodeChunk(f, row, r0 + r, c, K, w);
       for (size_t v = 0; v < F::kVecs; ++v) hn::Store(w[v], df, dst + c * F::kC + v * kN);
     }
+    std::fill(dst + nchunks * F::kC, dst + Kp, 0.0f);
   }
 }
 
@@ -302,7 +320,7 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
   size_t rb = std::min<size_t>(md::kTileRows, md::kTileBytes / (Kp * sizeof(float)));
   rb = std::max(kR, rb / kR * kR);
   const size_t tb = 4 * kTMax;             // tokens per accumulator block
-  const size_t kb = std::max<size_t>(1, 4096 / (kN * sizeof(float)) / 4);  // vectors / K block
+  const size_t kb = std::max<size_t>(1, md::kKBlockBytes / (kN * sizeof(float)));  // vectors
   const size_t nv = Kp / kN;
   thread_local md::Scratch tile_s, acc_s;
   float* tile = tile_s.get(rb * Kp);
@@ -335,6 +353,157 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
   }
 }
 
+
+// ---- FP8 GEMV via f16 (targets with F16C, N ≥ 8). The e4m3 byte, sign extended to 16 bits,
+// shifted left by 7 and masked, is the f16 of value·2^-8 (normals and subnormals alike), which
+// the hardware widens to fp32 exactly. The block scale moves to x: x' = x·scale·2^8 (exact when
+// MatmulImpl's range check passes), so w'·x' = (value·scale)·x exactly and each FMA rounds as
+// in the GEMM path: results are bit-identical. NaN codes (0x7f/0xff, decoded as ±1.875) are
+// caught by a running byte maximum and turn the row's outputs into NaN.
+#undef DSV4_FP8_F16
+#if HWY_TARGET <= HWY_AVX2
+#define DSV4_FP8_F16 1
+struct Fp8XCtx {
+  const uint8_t* data;
+  size_t K;
+};
+
+template <size_t R, size_t T>
+HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp,
+                                float* y, size_t ldy) {
+  {
+    const DF df;
+    const hn::Repartition<int16_t, DF> d16;
+    const hn::Half<decltype(d16)> d16h;
+    const hn::Rebind<int8_t, decltype(d16)> d8;
+    const hn::Rebind<uint8_t, decltype(d16)> du8;
+    const hn::Rebind<hwy::float16_t, DF> dh;
+    constexpr size_t kC = 2 * kN;
+    const size_t K = f.K;
+    VF acc[R][T];
+    for (size_t r = 0; r < R; ++r)
+      for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(df);
+    auto nanmax = hn::Zero(du8);
+    const auto mask = hn::Set(d16, static_cast<int16_t>(0xBF80));
+    const uint8_t* base[R];
+    for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
+    const size_t nfull = K / kC;
+    auto chunk = [&](size_t c, const uint8_t* const* ptr) HWY_ATTR {
+      VF w[R][2];
+      for (size_t r = 0; r < R; ++r) {
+        const auto b = hn::LoadU(du8, ptr[r]);
+        nanmax = hn::Max(nanmax, hn::Add(b, b));  // |code|·2 as a byte: NaN ⇔ 0xFE
+        const auto h = hn::And(hn::ShiftLeft<7>(hn::PromoteTo(d16, hn::BitCast(d8, b))), mask);
+        w[r][0] = hn::PromoteTo(df, hn::BitCast(dh, hn::LowerHalf(d16h, h)));
+        w[r][1] = hn::PromoteTo(df, hn::BitCast(dh, hn::UpperHalf(d16h, h)));
+      }
+      const float* xc = xs + c * kC;
+      for (size_t v = 0; v < 2; ++v) {
+        for (size_t t = 0; t < T; ++t) {
+          const VF xv = hn::Load(df, xc + t * Kp + v * kN);
+          for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(w[r][v], xv, acc[r][t]);
+        }
+      }
+    };
+    for (size_t c = 0; c < nfull; ++c) {
+      const uint8_t* ptr[R];
+      for (size_t r = 0; r < R; ++r) {
+        ptr[r] = base[r] + c * kC;
+        hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
+      }
+      chunk(c, ptr);
+    }
+    if (nfull * kC < K) {  // partial last chunk through a zero-padded copy
+      alignas(64) uint8_t tailbuf[R][kC] = {};
+      const uint8_t* ptr[R];
+      for (size_t r = 0; r < R; ++r) {
+        std::memcpy(tailbuf[r], base[r] + nfull * kC, K - nfull * kC);
+        ptr[r] = tailbuf[r];
+      }
+      chunk(nfull, ptr);
+    }
+    const bool any_nan = !hn::AllFalse(du8, hn::Eq(nanmax, hn::Set(du8, uint8_t{0xFE})));
+    for (size_t r = 0; r < R; ++r) {
+      bool row_nan = false;
+      if (HWY_UNLIKELY(any_nan))
+        for (size_t i = 0; i < K; ++i) row_nan |= (base[r][i] & 0x7f) == 0x7f;
+      for (size_t t = 0; t < T; ++t)
+        y[t * ldy + r0 + r] = row_nan ? std::numeric_limits<float>::quiet_NaN()
+                                      : hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+    }
+  }
+}
+
+template <size_t R, size_t T = kTMax>
+HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs,
+                                 size_t Kp, float* y, size_t ldy) {
+  if (nt == T) return GemvBlockFp8X<R, T>(f, r0, xs, Kp, y, ldy);
+  if constexpr (T > 1) GemvFp8XDispatch<R, T - 1>(nt, f, r0, xs, Kp, y, ldy);
+}
+
+// Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale.
+void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e,
+                  const float* xp, size_t Kp, size_t n, float* y, size_t ldy) {
+  const DF df;
+  thread_local md::Scratch xs_s;
+  float* xs = xs_s.get(n * Kp);
+  size_t cur_rb = ~size_t{0};
+  for (size_t r = b; r < e;) {
+    const size_t rb = r / 128;
+    if (rb != cur_rb) {  // x' = x · scale · 2^8 for this row block
+      cur_rb = rb;
+      for (size_t t = 0; t < n; ++t)
+        for (size_t k = 0; k < Kp; k += kN)
+          hn::Store(hn::Mul(hn::Load(df, xp + t * Kp + k),
+                            hn::Set(df, x2[rb * ncb + std::min(k, f.K - 1) / 128])),
+                    df, xs + t * Kp + k);
+    }
+    const size_t block_end = std::min(e, (rb + 1) * 128);
+    for (; r + kR <= block_end; r += kR)
+      for (size_t t0 = 0; t0 < n; t0 += kTMax)
+        GemvFp8XDispatch<kR>(std::min(kTMax, n - t0), f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy);
+    for (; r < block_end; ++r)
+      for (size_t t0 = 0; t0 < n; t0 += kTMax)
+        GemvFp8XDispatch<1>(std::min(kTMax, n - t0), f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy);
+  }
+}
+
+// The FP8 f16 GEMV moves the scale onto x: valid when every x' = x·2^(e-119) and every
+// weight·scale is an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale
+// exponents e in [10, 200] (or NaN scales) and x finite within the matching range.
+bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp) {
+  int emin = 255, emax = 0;
+  const size_t nrb = (w.rows + 127) / 128, ncb = (w.cols + 127) / 128;
+  for (size_t i = 0; i < nrb; ++i)
+    for (size_t j = 0; j < ncb; ++j) {
+      const int e = w.scales[i * w.scale_stride + j];
+      if (e == 0xff) continue;
+      emin = std::min(emin, e);
+      emax = std::max(emax, e);
+    }
+  if (emin > emax) return true;  // all scales NaN
+  if (emin < 10 || emax > 200) return false;
+  const DF df;
+  auto vmax = hn::Zero(df), vmin = hn::Set(df, std::numeric_limits<float>::infinity());
+  for (size_t i = 0; i < n * Kp; i += kN) {
+    const VF a = hn::Abs(hn::Load(df, xp + i));
+    if (!hn::AllFalse(df, hn::Ne(a, a))) return false;  // NaN
+    vmax = hn::Max(vmax, a);
+    vmin = hn::Min(vmin, hn::IfThenElse(hn::Eq(a, hn::Zero(df)), vmin, a));
+  }
+  const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
+  const float amin = hn::GetLane(hn::MinOfLanes(df, vmin));
+  if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf
+  return std::ldexp(static_cast<double>(amax), emax - 119) < 0x1p127 &&
+         (amin == std::numeric_limits<float>::infinity() ||
+          std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126);
+}
+
+
+#else
+#define DSV4_FP8_F16 0
+#endif  // HWY_TARGET <= HWY_AVX2
+
 // ---- Driver.
 
 template <class F>
@@ -351,6 +520,8 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t n
   }
 }
 
+
+
 void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
                 size_t ldy, ThreadPool* pool, bool force_gemm) {
   const size_t rows = w.rows, K = w.cols;
@@ -360,7 +531,8 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
     return;
   }
   const bool fp4 = w.format == WeightFormat::kFp4Block32;
-  const size_t C = fp4 ? 2 * kN : kN;
+  const bool fp8 = w.format == WeightFormat::kFp8Block128;
+  const size_t C = (fp4 || fp8) ? 2 * kN : kN;
   const size_t Kp = (K + C - 1) / C * C;
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
   thread_local md::Scratch xs, fs;
@@ -406,6 +578,25 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
                              : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
                                          : std::ldexp(1.0f, static_cast<int>(e) - 7);
         }
+#if DSV4_FP8_F16
+      if (!gemm && fp8_x_prescale_ok(w, xp, n, Kp)) {
+        // fac now holds 2^(e-119) (x' factors) instead.
+        for (size_t i = 0; i < nrb * ncb; ++i) {
+          const uint8_t e = w.scales[(i / ncb) * w.scale_stride + i % ncb];
+          fac[i] = e == 0xff ? std::numeric_limits<float>::quiet_NaN()
+                             : std::ldexp(1.0f, static_cast<int>(e) - 119);
+        }
+        const Fp8XCtx f{data, K};
+        auto body = [&](size_t b, size_t e, int) {
+          GemvRowsFp8X(f, fac, ncb, b, e, xp, Kp, n, y, ldy);
+        };
+        if (pool && pool->size() > 1 && rows * K * n >= (1u << 16))
+          pool->parallel_for(rows, body, 16);
+        else
+          body(0, rows, 0);
+        break;
+      }
+#endif
       if (two_mul)
         Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
       else

@@ -29,14 +29,14 @@ struct TestMatrix {
 // Scale exponents around 2^0 (e8m0 127) so that products stay in a normal range; `big_scales`
 // uses exponents above 2^7, which take the FP8 kernel's two-multiply path.
 TestMatrix make_matrix(WeightFormat fmt, size_t rows, size_t cols, uint32_t seed,
-                       bool big_scales = false) {
+                       bool big_scales = false, int exp_lo = 118, int exp_hi = 130) {
   std::mt19937 rng(seed);
   TestMatrix m;
   m.view.format = fmt;
   m.view.rows = rows;
   m.view.cols = cols;
   std::uniform_int_distribution<int> byte(0, 255);
-  std::uniform_int_distribution<int> exp(big_scales ? 130 : 118, big_scales ? 145 : 130);
+  std::uniform_int_distribution<int> exp(big_scales ? 130 : exp_lo, big_scales ? 145 : exp_hi);
   switch (fmt) {
     case WeightFormat::kF32: {
       m.data.resize(rows * cols * 4);
@@ -177,6 +177,24 @@ TEST(Matmul, Fp8LargeScalesUseTwoMultiplyPath) {
   TestMatrix m = make_matrix(WeightFormat::kFp8Block128, 130, 260, 9, /*big_scales=*/true);
   for (size_t n : {size_t{1}, size_t{17}})
     check_against_reference(m.view, n, nullptr, 10, false, "fp8 big scales");
+}
+
+// FP8 GEMV on AVX2/AVX3 moves the block scale onto x when that is exact; tiny scales (and x
+// values that would overflow) take the per-weight-multiply path instead. Both must match the
+// reference and the GEMM path bit for bit.
+TEST(Matmul, Fp8ScaleOnXFallbacks) {
+  TestMatrix tiny = make_matrix(WeightFormat::kFp8Block128, 130, 260, 12, false, 3, 12);
+  TestMatrix mid = make_matrix(WeightFormat::kFp8Block128, 130, 260, 13);
+  for (TestMatrix* m : {&tiny, &mid}) {
+    std::vector<float> x = random_x(17, 260, 14);
+    x[3] = 3e37f;  // x·scale·2^8 overflows for the mid scales: fallback path
+    std::vector<float> big(17 * 130), one(17 * 130);
+    matmul_simd(m->view, x.data(), 260, 17, big.data(), 130, nullptr, false);  // GEMM
+    for (size_t t = 0; t < 17; ++t)
+      matmul_simd(m->view, x.data() + t * 260, 260, 1, one.data() + t * 130, 130, nullptr, false);
+    ASSERT_EQ(0, std::memcmp(big.data(), one.data(), big.size() * 4));
+    check_against_reference(m->view, 1, nullptr, 15, false, "fp8 fallback");
+  }
 }
 
 TEST(Matmul, Fp8NaNCodesAndScalesPropagate) {
