@@ -76,7 +76,8 @@ TEST(LogitsCli, BadArgumentsGiveMessages) {
   std::ofstream(f.ids) << "{\"not\": \"a list\"}";
   EXPECT_NE(f.run("", &log), 0);
   EXPECT_NE(log.find("JSON array"), std::string::npos) << log;
-  EXPECT_NE(run_command(dsv4_binary() + " logits -m /nonexistent --ids-file x --out y", &log), 0);
+  std::ofstream(f.ids) << "[1, 2]";
+  EXPECT_NE(run_command(dsv4_binary() + " logits -m /nonexistent --ids-file " + f.ids.string() + " --out y", &log), 0);
   EXPECT_NE(log.find("/nonexistent"), std::string::npos) << log;
 }
 
