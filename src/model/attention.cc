@@ -35,30 +35,34 @@ void finish_compressed_entry(float* entry, const std::vector<float>& norm, int d
   codec.store(entry, cache.data() + off);
 }
 
-// Lightning Indexer selection for one query: top-k compressed entries among w < n_avail.
-void indexer_select(const float* qI, const float* wI, int nI, int ihd, const LayerState& L,
-                    const KvCodec& codec, int64_t n_avail, int topk, std::vector<float>& key,
-                    std::vector<float>& scores, std::vector<int64_t>& sel) {
-  scores.assign(n_avail, 0.0f);
-  key.resize(ihd);
-  for (int64_t w = 0; w < n_avail; ++w) {
-    codec.decode(L.index_keys.data() + w * codec.entry_bytes(), key.data());
-    float s = 0.0f;
-    for (int h = 0; h < nI; ++h) {
-      const float d = dot(qI + static_cast<size_t>(h) * ihd, key.data(), ihd);
-      s += wI[h] * std::max(d, 0.0f);
-    }
-    scores[w] = s;
-  }
-  const int64_t k = std::min<int64_t>(topk, n_avail);
-  sel.resize(n_avail);
+// Top-k of the index scores (highest first; ties go to the earlier entry).
+void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& sel) {
+  sel.resize(scores.size());
   std::iota(sel.begin(), sel.end(), 0);
-  // Highest score first; ties go to the earlier entry.
+  k = std::min<int64_t>(k, static_cast<int64_t>(scores.size()));
   std::partial_sort(sel.begin(), sel.begin() + k, sel.end(), [&](int64_t a, int64_t b) {
     return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
   });
   sel.resize(k);
 }
+
+// Lightning Indexer score of compressed entries [w0, w1) for one query:
+// Σ_h wI[h]·relu(qI_h · K_w), keys already decoded to fp32.
+void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys, int64_t w0,
+                  int64_t w1, float* scores) {
+  for (int64_t w = w0; w < w1; ++w) {
+    const float* k = keys + w * ihd;
+    float s = 0.0f;
+    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(dot(qI + static_cast<size_t>(h) * ihd, k, ihd), 0.0f);
+    scores[w] = s;
+  }
+}
+
+// Per-thread buffers of the attention phase.
+struct Scratch {
+  std::vector<float> entries, z, scores;
+  std::vector<int64_t> sel;
+};
 
 }  // namespace
 
@@ -105,17 +109,24 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     for (float& v : iw) v *= wscale;
   }
 
-  // ---- Token by token within each sequence: state updates, selection, attention ----
-  std::vector<float> o(N * d.H * d.hd);
-  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  // ---- Phase A, token by token within each sequence: RoPE, window ring, compressors ----
+  // State updates must run in order; the attention itself (phase B) then runs in parallel.
+  // Window rows older than this call are decoded first, because a chunk longer than the
+  // window overwrites their ring slots; rows of this call are read from `kv` (already rounded
+  // to their stored value by the codec).
+  std::vector<std::vector<float>> prior(ctx.spans.size()), ikeys(ctx.spans.size());
   std::vector<float> cs(d.rd / 2), sn(d.rd / 2), pooled(std::max(d.hd, d.ihd));
-  std::vector<float> entries, z, key, scores;
-  std::vector<int64_t> sel;
-  for (const SeqSpan& sp : ctx.spans) {
+  for (size_t si = 0; si < ctx.spans.size(); ++si) {
+    const SeqSpan& sp = ctx.spans[si];
     LayerState& L = sp.seq->layers[layer];
     const KvCodec& kvc = sp.seq->kv_codec();
     const KvCodec& ixc = sp.seq->index_codec();
     const bool native_index = ixc.storage() == KvStorage::kNative;
+    const int64_t prior_first = std::max<int64_t>(0, sp.pos0 - d.win + 1);
+    prior[si].resize(static_cast<size_t>(sp.pos0 - prior_first) * d.hd);
+    for (int64_t p = prior_first; p < sp.pos0; ++p) {
+      kvc.decode(L.window.data() + static_cast<size_t>(p % d.win) * kvc.entry_bytes(), &prior[si][(p - prior_first) * d.hd]);
+    }
     for (size_t t = sp.begin; t < sp.end; ++t) {
       const int64_t pos = sp.pos0 + static_cast<int64_t>(t - sp.begin);
       rope.angles(pos, cs.data(), sn.data());
@@ -124,30 +135,20 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       float* kvt = &kv[t * d.hd];
       rope_apply(kvt + d.nope, cs.data(), sn.data(), d.rd / 2, false);
       kvc.store(kvt, L.window.data() + static_cast<size_t>(pos % d.win) * kvc.entry_bytes());
-
       if (ratio) {
         if (compressor_push(L.compressor, &ck[t * cw], &cz[t * cw], aw.compressor.ape, pos, pooled.data())) {
           const int64_t w = pos / ratio;
-          finish_compressed_entry(pooled.data(), aw.compressor.norm, d.hd, d.rd, eps, rope, w * ratio,
-                                  false, kvc, L.compressed);
+          finish_compressed_entry(pooled.data(), aw.compressor.norm, d.hd, d.rd, eps, rope, w * ratio, false, kvc,
+                                  L.compressed);
           L.n_compressed = w + 1;
         }
       }
       if (ratio == 4) {
         if (compressor_push(L.index_compressor, &ick[t * icw], &icz[t * icw], aw.idx_compressor.ape, pos,
                             pooled.data())) {
-          finish_compressed_entry(pooled.data(), aw.idx_compressor.norm, d.ihd, d.rd, eps, rope,
-                                  (pos / 4) * 4, true, ixc, L.index_keys);
+          finish_compressed_entry(pooled.data(), aw.idx_compressor.norm, d.ihd, d.rd, eps, rope, (pos / 4) * 4, true,
+                                  ixc, L.index_keys);
         }
-      }
-
-      // Which compressed entries this query sees: w < (pos+1)/ratio.
-      sel.clear();
-      if (ratio == 128) {
-        const int64_t n_avail = (pos + 1) / 128;
-        for (int64_t w = 0; w < n_avail; ++w) sel.push_back(w);
-      } else if (ratio == 4) {
-        const int64_t n_avail = (pos + 1) / 4;
         float* qI = &iq[t * d.nI * d.ihd];
         for (int h = 0; h < d.nI; ++h) {
           float* qh = qI + h * d.ihd;
@@ -155,38 +156,107 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
           hadamard_transform(qh, d.ihd);
           if (native_index) roundtrip_blocks(qh, d.ihd, 32, BlockFormat::kFp4E2M1);
         }
-        indexer_select(qI, &iw[t * d.nI], d.nI, d.ihd, L, ixc, n_avail, cfg.index_topk, key, scores, sel);
       }
+    }
+    if (ratio == 4) {  // every key this call can select, decoded once
+      const size_t n = L.index_keys.size() / ixc.entry_bytes();
+      ikeys[si].resize(n * d.ihd);
+      for (size_t w = 0; w < n; ++w) ixc.decode(L.index_keys.data() + w * ixc.entry_bytes(), &ikeys[si][w * d.ihd]);
+    }
+  }
 
-      // Gather K=V rows: the window (oldest first), then the selected compressed entries.
-      const int64_t first = std::max<int64_t>(0, pos - d.win + 1);
-      const size_t n_win = static_cast<size_t>(pos - first + 1);
-      const size_t n_ent = n_win + sel.size();
-      entries.resize(n_ent * d.hd);
-      for (int64_t p = first; p <= pos; ++p) {
-        kvc.decode(L.window.data() + static_cast<size_t>(p % d.win) * kvc.entry_bytes(),
-                   &entries[(p - first) * d.hd]);
-      }
-      for (size_t i = 0; i < sel.size(); ++i) {
-        kvc.decode(L.compressed.data() + sel[i] * kvc.entry_bytes(), &entries[(n_win + i) * d.hd]);
-      }
+  // ---- Phase B: selection and attention per token (parallel over tokens, or over heads) ----
+  std::vector<float> o(N * d.H * d.hd);
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
+  std::vector<std::pair<size_t, size_t>> tokens;  // (span, row)
+  for (size_t si = 0; si < ctx.spans.size(); ++si) {
+    for (size_t t = ctx.spans[si].begin; t < ctx.spans[si].end; ++t) tokens.push_back({si, t});
+  }
+  const bool per_token = tokens.size() >= static_cast<size_t>(pool.size());
+  std::vector<Scratch> scratch(pool.size());
 
-      z.resize(n_ent);
-      float* ot = &o[t * d.H * d.hd];
-      for (int h = 0; h < d.H; ++h) {
-        const float* qh = qt + h * d.hd;
-        float m = -INFINITY;
-        for (size_t j = 0; j < n_ent; ++j) {
-          z[j] = dot(qh, &entries[j * d.hd], d.hd) * scale;
-          m = std::max(m, z[j]);
-        }
-        float den = std::exp(aw.attn_sink[h] - m);  // the sink adds mass to the denominator only
-        for (size_t j = 0; j < n_ent; ++j) den += (z[j] = std::exp(z[j] - m));
-        float* oh = ot + h * d.hd;
-        std::fill(oh, oh + d.hd, 0.0f);
-        for (size_t j = 0; j < n_ent; ++j) axpy(z[j] / den, &entries[j * d.hd], d.hd, oh);
-        rope_apply(oh + d.nope, cs.data(), sn.data(), d.rd / 2, true);
+  // Which compressed entries the query at `pos` sees (w < (pos+1)/ratio); CSA: the indexer's top-k.
+  auto select = [&](size_t si, size_t t, int64_t pos, Scratch& sc, bool parallel) {
+    sc.sel.clear();
+    if (ratio == 128) {
+      for (int64_t w = 0; w < (pos + 1) / 128; ++w) sc.sel.push_back(w);
+    } else if (ratio == 4) {
+      const int64_t n_avail = (pos + 1) / 4;
+      sc.scores.resize(n_avail);
+      const float* qI = &iq[t * d.nI * d.ihd];
+      const float* wI = &iw[t * d.nI];
+      if (parallel) {
+        pool.parallel_for(n_avail, [&](size_t b, size_t e, int) {
+          index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), b, e, sc.scores.data());
+        }, 16);
+      } else {
+        index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), 0, n_avail, sc.scores.data());
       }
+      top_k(sc.scores, cfg.index_topk, sc.sel);
+    }
+  };
+  // K=V rows: the window (oldest first), then the selected compressed entries.
+  auto gather = [&](size_t si, size_t t, int64_t pos, Scratch& sc) -> size_t {
+    const SeqSpan& sp = ctx.spans[si];
+    const LayerState& L = sp.seq->layers[layer];
+    const KvCodec& kvc = sp.seq->kv_codec();
+    const int64_t first = std::max<int64_t>(0, pos - d.win + 1);
+    const int64_t prior_first = std::max<int64_t>(0, sp.pos0 - d.win + 1);
+    const size_t n_win = static_cast<size_t>(pos - first + 1), n_ent = n_win + sc.sel.size();
+    sc.entries.resize(n_ent * d.hd);
+    for (int64_t p = first; p <= pos; ++p) {
+      const float* src = p < sp.pos0 ? &prior[si][(p - prior_first) * d.hd] : &kv[(sp.begin + (p - sp.pos0)) * d.hd];
+      std::copy(src, src + d.hd, &sc.entries[(p - first) * d.hd]);
+    }
+    for (size_t i = 0; i < sc.sel.size(); ++i) {
+      kvc.decode(L.compressed.data() + sc.sel[i] * kvc.entry_bytes(), &sc.entries[(n_win + i) * d.hd]);
+    }
+    return n_ent;
+  };
+  // Softmax with the sink in the denominator only, then inverse RoPE of the output.
+  auto attend = [&](size_t t, int64_t pos, Scratch& sc, size_t n_ent, int h0, int h1, float* z) {
+    float cs2[256], sn2[256];
+    rope.angles(pos, cs2, sn2);
+    for (int h = h0; h < h1; ++h) {
+      const float* qh = &q[(t * d.H + h) * d.hd];
+      float m = -INFINITY;
+      for (size_t j = 0; j < n_ent; ++j) {
+        z[j] = dot(qh, &sc.entries[j * d.hd], d.hd) * scale;
+        m = std::max(m, z[j]);
+      }
+      float den = std::exp(aw.attn_sink[h] - m);
+      for (size_t j = 0; j < n_ent; ++j) den += (z[j] = std::exp(z[j] - m));
+      float* oh = &o[(t * d.H + h) * d.hd];
+      std::fill(oh, oh + d.hd, 0.0f);
+      for (size_t j = 0; j < n_ent; ++j) axpy(z[j] / den, &sc.entries[j * d.hd], d.hd, oh);
+      rope_apply(oh + d.nope, cs2, sn2, d.rd / 2, true);
+    }
+  };
+  auto pos_of = [&](size_t si, size_t t) { return ctx.spans[si].pos0 + static_cast<int64_t>(t - ctx.spans[si].begin); };
+
+  if (per_token) {
+    pool.parallel_for(tokens.size(), [&](size_t b, size_t e, int th) {
+      Scratch& sc = scratch[th];
+      for (size_t i = b; i < e; ++i) {
+        const auto [si, t] = tokens[i];
+        const int64_t pos = pos_of(si, t);
+        select(si, t, pos, sc, false);
+        const size_t n_ent = gather(si, t, pos, sc);
+        sc.z.resize(n_ent);
+        attend(t, pos, sc, n_ent, 0, d.H, sc.z.data());
+      }
+    });
+  } else {
+    for (const auto& [si, t] : tokens) {
+      Scratch& sc = scratch[0];
+      const int64_t pos = pos_of(si, t);
+      select(si, t, pos, sc, true);
+      const size_t n_ent = gather(si, t, pos, sc);
+      pool.parallel_for(d.H, [&](size_t h0, size_t h1, int th) {
+        std::vector<float>& z = scratch[th].z;
+        z.resize(n_ent);
+        attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());
+      });
     }
   }
 

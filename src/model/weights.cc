@@ -1,5 +1,6 @@
 #include "model/weights.h"
 
+#include <cstring>
 #include <set>
 
 #include "numerics/formats.h"
@@ -141,16 +142,21 @@ namespace {
 
 struct Binder {
   const Checkpoint& ck;
+  std::vector<std::vector<uint64_t>>* owned;  // aligned copies of misaligned small tensors
   const TensorInfo& get(const std::string& n) const {
     const TensorInfo* t = ck.find(n);
     if (!t) throw Error("missing tensor '" + n + "'");
-    // Multi-byte tensors are read in place through typed pointers: they must be aligned.
-    const size_t align = dtype_size(t->dtype);
-    if (align > 1 && reinterpret_cast<uintptr_t>(t->data) % align != 0) {
-      throw Error(t->file + ": tensor '" + n + "' data at byte offset " + std::to_string(t->file_offset) +
-                  " is not aligned to its " + std::to_string(align) + "-byte element size");
-    }
     return *t;
+  }
+  // safetensors does not align tensor data: an odd-sized FP8 scale can leave the next F32/I64
+  // tensor misaligned. Those (small) tensors are read through typed pointers, so a misaligned
+  // one is copied once into an aligned buffer; everything else is used in place.
+  const void* aligned(const TensorInfo& t) const {
+    const size_t align = dtype_size(t.dtype);
+    if (align <= 1 || reinterpret_cast<uintptr_t>(t.data) % align == 0) return t.data;
+    owned->emplace_back((t.nbytes + 7) / 8);
+    std::memcpy(owned->back().data(), t.data, t.nbytes);
+    return owned->back().data();
   }
   MatrixView fp8(const std::string& m) const {
     const TensorInfo& w = get(m + ".weight");
@@ -182,15 +188,20 @@ struct Binder {
     v.format = t.dtype == DType::kBF16 ? WeightFormat::kBF16 : WeightFormat::kF32;
     v.rows = t.shape[0];
     v.cols = t.shape.size() > 1 ? t.shape[1] : 1;
-    v.data = t.data;
+    // BF16 matrices (embedding, head, router, compressors) can be large: kernels load them
+    // unaligned in place. F32 matrices (the small hc_* mixers) are copied if misaligned.
+    v.data = t.dtype == DType::kF32 ? aligned(t) : t.data;
     return v;
   }
-  const float* f32(const std::string& n) const { return reinterpret_cast<const float*>(get(n).data); }
+  const float* f32(const std::string& n) const { return static_cast<const float*>(aligned(get(n))); }
   std::vector<float> vec(const std::string& n) const {
     const TensorInfo& t = get(n);
     std::vector<float> out(t.numel());
-    const auto* p = reinterpret_cast<const uint16_t*>(t.data);
-    for (size_t i = 0; i < out.size(); ++i) out[i] = bf16_to_f32(p[i]);
+    for (size_t i = 0; i < out.size(); ++i) {
+      uint16_t b;
+      std::memcpy(&b, t.data + 2 * i, 2);
+      out[i] = bf16_to_f32(b);
+    }
     return out;
   }
   HcParams hc(const std::string& p) const { return {plain(p + "_fn"), f32(p + "_base"), f32(p + "_scale")}; }
@@ -225,7 +236,7 @@ struct Binder {
     const std::string fp = p + ".ffn";
     f.gate = plain(fp + ".gate.weight");
     if (hash) {
-      f.tid2eid = reinterpret_cast<const int64_t*>(get(fp + ".gate.tid2eid").data);
+      f.tid2eid = static_cast<const int64_t*>(aligned(get(fp + ".gate.tid2eid")));
     } else {
       f.bias = f32(fp + ".gate.bias");
     }
@@ -245,8 +256,8 @@ struct Binder {
 }  // namespace
 
 ModelWeights ModelWeights::build(const Checkpoint& ck, const ModelConfig& c) {
-  Binder b{ck};
   ModelWeights w;
+  Binder b{ck, &w.owned};
   w.embed = b.plain("embed.weight");
   w.head = b.plain("head.weight");
   w.norm = b.vec("norm.weight");

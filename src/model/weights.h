@@ -83,6 +83,7 @@ struct ModelWeights {
   HcParams hc_head;
   std::vector<BlockWeights> layers;
   std::vector<MtpWeights> mtp;
+  std::vector<std::vector<uint64_t>> owned;  // aligned copies of misaligned small tensors
 
   static ModelWeights build(const Checkpoint& ck, const ModelConfig& cfg);
 };
