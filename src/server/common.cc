@@ -1,0 +1,461 @@
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <random>
+#include <thread>
+
+#include "server/server_internal.h"
+#include "util/error.h"
+
+namespace dsv4::server {
+
+// ---- Errors -----------------------------------------------------------------------------------
+
+std::string error_type_for(int status) {
+  switch (status) {
+    case 400: case 404: case 405: case 413: case 422: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 408: case 504: return "timeout_error";
+    case 429: return "rate_limit_error";
+    case 503: return "overloaded_error";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+ojson error_body(int status, const std::string& message, const std::string& param,
+                 const std::string& type, const std::string& code) {
+  ojson e;
+  e["message"] = message;
+  e["type"] = type.empty() ? error_type_for(status) : type;
+  e["param"] = param.empty() ? ojson(nullptr) : ojson(param);
+  e["code"] = code.empty() ? ojson(nullptr) : ojson(code);
+  ojson body;
+  body["error"] = std::move(e);
+  return body;
+}
+
+void send_error(httplib::Response& res, const ApiError& e, bool anthropic) {
+  res.status = e.status;
+  ojson body;
+  if (anthropic) body["type"] = "error";
+  ojson b = error_body(e.status, e.what(), e.param, e.type, e.code);
+  body["error"] = b["error"];
+  res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+  if (e.status == 503) res.set_header("Retry-After", "1");
+}
+
+// ---- Field readers ----------------------------------------------------------------------------
+
+const json* field(const json& body, const char* key) {
+  auto it = body.find(key);
+  if (it == body.end() || it->is_null()) return nullptr;
+  return &*it;
+}
+
+static std::string range_str(double lo, double hi) {
+  auto f = [](double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  };
+  return "[" + f(lo) + ", " + f(hi) + "]";
+}
+
+double get_number(const json& body, const char* key, double lo, double hi, double def) {
+  const json* v = field(body, key);
+  if (!v) return def;
+  if (!v->is_number()) throw ApiError(400, std::string("'") + key + "' must be a number", key);
+  const double x = v->get<double>();
+  if (!std::isfinite(x) || x < lo || x > hi)
+    throw ApiError(400, std::string("'") + key + "' must be in " + range_str(lo, hi), key);
+  return x;
+}
+
+int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64_t def) {
+  const json* v = field(body, key);
+  if (!v) return def;
+  int64_t x = 0;
+  if (v->is_number_integer()) {
+    if (v->is_number_unsigned() && v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))
+      throw ApiError(400, std::string("'") + key + "' is too large", key);
+    x = v->get<int64_t>();
+  } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
+             v->get<double>() == std::floor(v->get<double>()) && std::fabs(v->get<double>()) < 9e15) {
+    x = static_cast<int64_t>(v->get<double>());
+  } else {
+    throw ApiError(400, std::string("'") + key + "' must be an integer", key);
+  }
+  if (x < lo || x > hi)
+    throw ApiError(400, std::string("'") + key + "' must be in [" + std::to_string(lo) + ", " +
+                            std::to_string(hi) + "], got " + std::to_string(x), key);
+  return x;
+}
+
+bool get_bool(const json& body, const char* key, bool def) {
+  const json* v = field(body, key);
+  if (!v) return def;
+  if (!v->is_boolean()) throw ApiError(400, std::string("'") + key + "' must be a boolean", key);
+  return v->get<bool>();
+}
+
+std::string get_string(const json& body, const char* key, const std::string& def) {
+  const json* v = field(body, key);
+  if (!v) return def;
+  if (!v->is_string()) throw ApiError(400, std::string("'") + key + "' must be a string", key);
+  return v->get<std::string>();
+}
+
+std::vector<std::string> get_stops(const json& body, const char* key) {
+  std::vector<std::string> out;
+  const json* v = field(body, key);
+  if (!v) return out;
+  if (v->is_string()) {
+    out.push_back(v->get<std::string>());
+  } else if (v->is_array()) {
+    if (v->size() > 16) throw ApiError(400, std::string("'") + key + "' has more than 16 entries", key);
+    for (const auto& s : *v) {
+      if (!s.is_string()) throw ApiError(400, std::string("'") + key + "' must be a string or a list of strings", key);
+      out.push_back(s.get<std::string>());
+    }
+  } else {
+    throw ApiError(400, std::string("'") + key + "' must be a string or a list of strings", key);
+  }
+  for (auto& s : out)
+    if (s.size() > 1024) throw ApiError(400, std::string("'") + key + "' entry longer than 1024 bytes", key);
+  out.erase(std::remove_if(out.begin(), out.end(), [](const std::string& s) { return s.empty(); }),
+            out.end());
+  return out;
+}
+
+json parse_body(const httplib::Request& req) {
+  json body;
+  try {
+    body = json::parse(req.body);
+  } catch (const std::exception& e) {
+    throw ApiError(400, std::string("request body is not valid JSON: ") + e.what());
+  }
+  if (!body.is_object()) throw ApiError(400, "request body must be a JSON object");
+  return body;
+}
+
+void read_sampling(const json& body, SamplingParams& sp) {
+  sp.temperature = static_cast<float>(get_number(body, "temperature", 0, 2, 1.0));
+  sp.top_p = static_cast<float>(get_number(body, "top_p", 0, 1, 1.0));
+  if (sp.top_p <= 0) throw ApiError(400, "'top_p' must be in (0, 1]", "top_p");
+  sp.top_k = static_cast<int>(get_int(body, "top_k", 0, 1 << 30, 0));
+  sp.min_p = static_cast<float>(get_number(body, "min_p", 0, 1, 0));
+  sp.presence_penalty = static_cast<float>(get_number(body, "presence_penalty", -2, 2, 0));
+  sp.frequency_penalty = static_cast<float>(get_number(body, "frequency_penalty", -2, 2, 0));
+  sp.repeat_penalty = static_cast<float>(get_number(body, "repetition_penalty", 0.01, 10,
+                                                    get_number(body, "repeat_penalty", 0.01, 10, 1)));
+  if (const json* s = field(body, "seed")) {
+    if (!s->is_number_integer()) throw ApiError(400, "'seed' must be an integer", "seed");
+    sp.seed = s->is_number_unsigned() ? s->get<uint64_t>() : static_cast<uint64_t>(s->get<int64_t>());
+    if (sp.seed == 0xFFFFFFFFFFFFFFFFull) sp.seed = 0xFFFFFFFFFFFFFFFEull;
+  }
+}
+
+std::string random_id(const std::string& prefix, size_t n_hex) {
+  static thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                          std::hash<std::thread::id>{}(std::this_thread::get_id())};
+  static const char* hex = "0123456789abcdef";
+  std::string s = prefix;
+  for (size_t i = 0; i < n_hex; ++i) s += hex[rng() & 15];
+  return s;
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+static std::string valid_utf8(std::string_view s) {
+  // Replace bytes that do not form valid UTF-8 with U+FFFD (json dump would throw otherwise).
+  std::string out;
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    bool ok = n > 0 && i + n <= s.size();
+    for (size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok) {
+      out.append(s.substr(i, n));
+      i += n;
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
+}
+
+std::string token_text(const tok::Tokenizer& tok, int32_t id) {
+  return valid_utf8(tok.token_bytes(id));
+}
+
+ojson openai_logprobs(const tok::Tokenizer& tok, const std::vector<LogprobEntry>& lp) {
+  ojson content = ojson::array();
+  auto bytes_of = [&](int32_t id) {
+    ojson b = ojson::array();
+    for (unsigned char c : tok.token_bytes(id)) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  for (const auto& e : lp) {
+    ojson o;
+    o["token"] = token_text(tok, e.token);
+    o["logprob"] = e.logprob;
+    o["bytes"] = bytes_of(e.token);
+    ojson top = ojson::array();
+    for (const auto& t : e.top) {
+      ojson x;
+      x["token"] = token_text(tok, t.token);
+      x["logprob"] = t.logprob;
+      x["bytes"] = bytes_of(t.token);
+      top.push_back(std::move(x));
+    }
+    o["top_logprobs"] = std::move(top);
+    content.push_back(std::move(o));
+  }
+  ojson r;
+  r["content"] = std::move(content);
+  r["refusal"] = nullptr;
+  return r;
+}
+
+void finish_request(Ctx& ctx, const json& body, GenRequest& req) {
+  req.timeout_s = ctx.opts.timeout_s;
+  if (ctx.opts.test_hooks) {
+    if (const json* f = field(body, "dsv4_force_output")) {
+      if (!f->is_string()) throw ApiError(400, "'dsv4_force_output' must be a string", "dsv4_force_output");
+      req.force = true;
+      req.forced = ctx.tok->encode(f->get<std::string>());
+    }
+  }
+  if (ctx.opts.max_tokens_limit > 0 &&
+      (req.gen.max_tokens < 0 || req.gen.max_tokens > ctx.opts.max_tokens_limit))
+    req.gen.max_tokens = ctx.opts.max_tokens_limit;
+  const int64_t n_ctx = ctx.sched->n_ctx();
+  if (static_cast<int64_t>(req.prompt.size()) >= n_ctx) {
+    throw ApiError(400,
+                   "the prompt is " + std::to_string(req.prompt.size()) +
+                       " tokens, which exceeds the context limit of " + std::to_string(n_ctx) +
+                       " tokens per sequence (at least one token must remain for the reply)",
+                   "messages", "invalid_request_error", "context_length_exceeded");
+  }
+}
+
+// ---- Run ----------------------------------------------------------------------------------------
+
+static api::OutputParserOptions parser_opts(const RunOptions& o) {
+  api::OutputParserOptions p;
+  p.thinking = o.thinking;
+  const std::string base = random_id("call_", 24);
+  p.make_tool_call_id = [base](size_t n) { return n == 0 ? base : base + "_" + std::to_string(n); };
+  return p;
+}
+
+Run::Run(Ctx& ctx, GenRequest req, RunOptions opts)
+    : ctx_(ctx), opts_(opts), parser_(parser_opts(opts)) {
+  prompt_tokens_ = static_cast<int64_t>(req.prompt.size());
+  stops_ = req.gen.stop;
+  want_lp_ = req.logprobs >= 0;
+  try {
+    h_ = ctx.sched->submit(std::move(req));
+  } catch (const Error& e) {
+    throw ApiError(400, e.what());
+  }
+  if (!h_) {
+    ctx.metrics.requests_rejected++;
+    throw ApiError(503, "server is busy: all " + std::to_string(ctx.opts.n_parallel) +
+                            " sequences are in use and the queue is full; retry later");
+  }
+}
+
+Run::~Run() {
+  if (!finished_ && h_) h_->cancel();
+}
+
+void Run::cancel() {
+  if (h_) h_->cancel();
+}
+
+std::string strip_dsml(std::string s) {
+  // The parser never emits DSML markup from well-formed blocks; markup of a malformed block is
+  // returned as text. Clients must never see the DSML marker, so it is removed from such text.
+  const std::string_view m = api::kDsml;
+  for (size_t at; (at = s.find(m)) != std::string::npos;) s.erase(at, m.size());
+  return s;
+}
+
+void Run::handle_parser_events(std::vector<api::OutputEvent>& evs, std::vector<RunEvent>& out) {
+  for (auto& e : evs) {
+    RunEvent r;
+    switch (e.type) {
+      case api::OutputEvent::Type::kReasoningDelta:
+        r.type = RunEvent::Type::kReasoning;
+        r.text = strip_dsml(std::move(e.text));
+        if (!r.text.empty()) out.push_back(std::move(r));
+        break;
+      case api::OutputEvent::Type::kContentDelta:
+        r.type = RunEvent::Type::kContent;
+        r.text = strip_dsml(std::move(e.text));
+        if (!r.text.empty()) out.push_back(std::move(r));
+        break;
+      case api::OutputEvent::Type::kToolCallStart:
+        r.type = RunEvent::Type::kToolCall;
+        r.tool_index = e.tool_index;
+        r.tool_id = e.tool_id;
+        r.tool_name = e.tool_name;
+        out.push_back(std::move(r));
+        break;
+      case api::OutputEvent::Type::kToolCallArguments:
+        // Attach the arguments to the start event just emitted for the same call (the parser
+        // releases a whole block at once), else emit as its own event.
+        for (auto it = out.rbegin(); it != out.rend(); ++it) {
+          if (it->type == RunEvent::Type::kToolCall && it->tool_index == e.tool_index) {
+            it->tool_args = e.text;
+            goto next;
+          }
+        }
+        r.type = RunEvent::Type::kToolCall;
+        r.tool_index = e.tool_index;
+        r.tool_args = e.text;
+        out.push_back(std::move(r));
+      next:
+        break;
+    }
+  }
+}
+
+bool Run::poll(std::vector<RunEvent>& out, std::chrono::milliseconds wait) {
+  if (finished_) return true;
+  GenEvent ev;
+  bool first = true;
+  while (h_->next(ev, first ? wait : std::chrono::milliseconds(0))) {
+    first = false;
+    if (ev.kind == GenEvent::Kind::kToken) {
+      if (ev.token >= 0 && want_lp_) logprobs_.push_back({ev.token, ev.logprob, std::move(ev.top)});
+      if (!ev.text.empty()) {
+        raw_ += ev.text;
+        if (opts_.parse) {
+          auto pe = parser_.push(ev.text);
+          handle_parser_events(pe, out);
+        } else {
+          RunEvent r;
+          r.type = RunEvent::Type::kContent;
+          r.text = ev.text;
+          out.push_back(std::move(r));
+        }
+      }
+    } else {
+      done_ = ev;
+      finished_ = true;
+      completion_tokens_ = ev.gen_tokens;
+      if (opts_.parse) {
+        auto pe = parser_.finish();
+        handle_parser_events(pe, out);
+      }
+      ctx_.metrics.prompt_tokens += static_cast<uint64_t>(prompt_tokens_);
+      ctx_.metrics.completion_tokens += static_cast<uint64_t>(completion_tokens_);
+      return true;
+    }
+  }
+  return false;
+}
+
+void Run::wait_all() {
+  std::vector<RunEvent> ignore;
+  while (!poll(ignore, std::chrono::milliseconds(200))) ignore.clear();
+}
+
+std::vector<LogprobEntry> Run::take_logprobs() {
+  std::vector<LogprobEntry> r;
+  r.swap(logprobs_);
+  return r;
+}
+
+void Run::check_failure() const {
+  if (!finished_) return;
+  if (done_.timed_out)
+    throw ApiError(504, "the request ran past the server's time limit of " +
+                            std::to_string(static_cast<int64_t>(ctx_.opts.timeout_s)) + " s",
+                   "", "timeout_error", "timeout");
+  if (!done_.error.empty()) throw ApiError(500, done_.error, "", "server_error");
+}
+
+std::string Run::finish_reason() const {
+  if (has_tool_calls()) return "tool_calls";
+  switch (done_.stop) {
+    case StopReason::kMaxTokens:
+    case StopReason::kContextFull: return "length";
+    default: return "stop";
+  }
+}
+
+std::string Run::stop_sequence() const {
+  if (done_.stop != StopReason::kStopString) return "";
+  // The generator removed the stop string; find which one (the first that could have matched).
+  return stops_.empty() ? "" : stops_.front();
+}
+
+// ---- SSE --------------------------------------------------------------------------------------
+
+std::string sse_data(const ojson& j) {
+  return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+std::string sse_event(const std::string& event, const ojson& j) {
+  return "event: " + event + "\ndata: " + j.dump(-1, ' ', false, json::error_handler_t::replace) +
+         "\n\n";
+}
+
+void stream_sse(httplib::Response& res, std::shared_ptr<Run> run,
+                std::function<bool(std::string& out)> step) {
+  res.set_header("Cache-Control", "no-cache");
+  res.set_header("X-Accel-Buffering", "no");
+  auto done = std::make_shared<bool>(false);
+  auto idle = std::make_shared<int>(0);
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [run, step, done, idle](size_t, httplib::DataSink& sink) -> bool {
+        if (*done) {
+          sink.done();
+          return true;
+        }
+        std::string out;
+        bool more = true;
+        try {
+          more = step(out);
+        } catch (const std::exception& e) {
+          ApiError ae(500, e.what());
+          if (auto* a = dynamic_cast<const ApiError*>(&e)) ae = *a;
+          out += sse_data(error_body(ae.status, ae.what(), ae.param, ae.type, ae.code));
+          more = false;
+        }
+        if (out.empty() && more) {
+          // Nothing new: every ~2 s send an SSE comment so a vanished client is noticed.
+          if (++*idle >= 20) {
+            *idle = 0;
+            out = ": keep-alive\n\n";
+          }
+        } else {
+          *idle = 0;
+        }
+        if (!out.empty() && !sink.write(out.data(), out.size())) {
+          run->cancel();
+          return false;
+        }
+        if (!more) {
+          *done = true;
+          sink.done();
+        }
+        return true;
+      },
+      [run](bool success) {
+        if (!success || !run->finished()) run->cancel();
+      });
+}
+
+}  // namespace dsv4::server
