@@ -142,7 +142,11 @@ void Scheduler::finish_slot(Slot& s, StopReason r, const std::string& error, boo
   s.req = GenRequest{};
   s.seq.reset();
   s.busy = false;
+  size_t kv = 0;  // (this runs on the worker thread, the only one touching the slots)
+  for (auto& sp : slots_)
+    if (sp->busy) kv += sp->seq.bytes();
   std::lock_guard<std::mutex> lk(mu_);
+  stats_.kv_bytes = kv;
   stats_.active = std::max(0, stats_.active - 1);
   ++stats_.requests_done;
   if (cancelled) ++stats_.requests_cancelled;

@@ -416,10 +416,10 @@ void stream_sse(httplib::Response& res, std::shared_ptr<Run> run,
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   auto done = std::make_shared<bool>(false);
-  auto idle = std::make_shared<int>(0);
+  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   res.set_chunked_content_provider(
       "text/event-stream",
-      [run, step, done, idle](size_t, httplib::DataSink& sink) -> bool {
+      [run, step, done, last_write](size_t, httplib::DataSink& sink) -> bool {
         if (*done) {
           sink.done();
           return true;
@@ -434,15 +434,13 @@ void stream_sse(httplib::Response& res, std::shared_ptr<Run> run,
           out += sse_data(error_body(ae.status, ae.what(), ae.param, ae.type, ae.code));
           more = false;
         }
-        if (out.empty() && more) {
-          // Nothing new: every ~2 s send an SSE comment so a vanished client is noticed.
-          if (++*idle >= 20) {
-            *idle = 0;
-            out = ": keep-alive\n\n";
-          }
-        } else {
-          *idle = 0;
+        const auto now = std::chrono::steady_clock::now();
+        if (out.empty() && more && now - *last_write > std::chrono::seconds(2)) {
+          // Nothing written for 2 s (queued, long prefill): an SSE comment lets a vanished
+          // client be noticed, so its sequence is freed.
+          out = ": keep-alive\n\n";
         }
+        if (!out.empty()) *last_write = now;
         if (!out.empty() && !sink.write(out.data(), out.size())) {
           run->cancel();
           return false;

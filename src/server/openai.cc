@@ -309,6 +309,9 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   }
   finish_request(ctx, body, g);
   const bool thinking = co.thinking;
+  // Test hook: return the prompt ids (to check the rendering against the encoder goldens).
+  ojson prompt_ids;
+  if (ctx.opts.test_hooks && get_bool(body, "dsv4_return_prompt", false)) prompt_ids = g.prompt;
   auto run = std::make_shared<Run>(ctx, std::move(g), RunOptions{true, thinking});
 
   const std::string id = random_id("chatcmpl-");
@@ -330,6 +333,7 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
     choice["finish_reason"] = run->finish_reason();
     r["choices"] = ojson::array({choice});
     r["usage"] = usage_json(*run);
+    if (!prompt_ids.is_null()) r["dsv4_prompt_ids"] = std::move(prompt_ids);
     res.set_content(r.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;
   }
