@@ -5,9 +5,13 @@
 namespace dsv4 {
 
 void rms_norm(const float* x, const float* w, size_t n, float eps, float* y) {
-  float ss = 0.0f;
-  for (size_t i = 0; i < n; ++i) ss += x[i] * x[i];
-  const float r = 1.0f / std::sqrt(ss / static_cast<float>(n) + eps);
+  // Sum of squares in double: the result is then (almost always) the correctly rounded fp32
+  // mean, independent of summation order, so stored values (which FP8/bf16 rounding amplifies)
+  // stay as close as possible to the reference's.
+  double ss = 0.0;
+  for (size_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float mean = static_cast<float>(ss / static_cast<double>(n));
+  const float r = 1.0f / std::sqrt(mean + eps);
   if (w) {
     for (size_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * r);
   } else {

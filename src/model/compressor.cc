@@ -33,13 +33,14 @@ bool compressor_push(CompressorState& s, const float* k, const float* z, const f
       }
       float m = logit[0];
       for (int i = 1; i < 8; ++i) m = std::max(m, logit[i]);
-      float den = 0.0f, num = 0.0f;
-      for (int i = 0; i < 8; ++i) {
-        const float e = std::exp(logit[i] - m);  // −inf rows (no previous window) weigh 0
-        den += e;
-        num += e * val[i];
-      }
-      pooled[ch] = num / den;
+      // Softmax weights as the reference forms them (p = e / Σe), the weighted sum in double:
+      // pooled entries are FP8/bf16-rounded when stored, so their fp32 value should be as close
+      // to the exact one as cheaply possible.
+      float e[8], den = 0.0f;
+      for (int i = 0; i < 8; ++i) den += (e[i] = std::exp(logit[i] - m));  // −inf rows weigh 0
+      double acc = 0.0;
+      for (int i = 0; i < 8; ++i) acc += static_cast<double>(e[i] / den) * val[i];
+      pooled[ch] = static_cast<float>(acc);
     }
     std::copy(s.kv.begin() + 4 * W, s.kv.begin() + 8 * W, s.kv.begin());
     std::copy(s.score.begin() + 4 * W, s.score.begin() + 8 * W, s.score.begin());
@@ -47,13 +48,14 @@ bool compressor_push(CompressorState& s, const float* k, const float* z, const f
     for (int ch = 0; ch < W; ++ch) {
       float m = s.score[ch];
       for (int i = 1; i < r; ++i) m = std::max(m, s.score[static_cast<size_t>(i) * W + ch]);
-      float den = 0.0f, num = 0.0f;
+      double den = 0.0, acc = 0.0;
+      for (int i = 0; i < r; ++i) den += std::exp(s.score[static_cast<size_t>(i) * W + ch] - m);
+      const float fden = static_cast<float>(den);
       for (int i = 0; i < r; ++i) {
-        const float e = std::exp(s.score[static_cast<size_t>(i) * W + ch] - m);
-        den += e;
-        num += e * s.kv[static_cast<size_t>(i) * W + ch];
+        const float p = std::exp(s.score[static_cast<size_t>(i) * W + ch] - m) / fden;
+        acc += static_cast<double>(p) * s.kv[static_cast<size_t>(i) * W + ch];
       }
-      pooled[ch] = num / den;
+      pooled[ch] = static_cast<float>(acc);
     }
   }
   return true;

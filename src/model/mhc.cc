@@ -18,9 +18,9 @@ void mix_logits(const ModelConfig& cfg, const HcParams& p, const float* h, size_
   matmul(p.fn, h, N, mix, &pool);
   for (size_t t = 0; t < N; ++t) {
     const float* ht = h + t * width;
-    float ss = 0.0f;
-    for (size_t i = 0; i < width; ++i) ss += ht[i] * ht[i];
-    const float r = 1.0f / std::sqrt(ss / static_cast<float>(width) + cfg.norm_eps);
+    double ss = 0.0;  // double: order-independent, see rms_norm
+    for (size_t i = 0; i < width; ++i) ss += static_cast<double>(ht[i]) * ht[i];
+    const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + cfg.norm_eps);
     for (size_t m = 0; m < p.fn.rows; ++m) mix[t * p.fn.rows + m] *= r;
   }
 }

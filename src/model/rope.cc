@@ -34,9 +34,12 @@ RopeTable::RopeTable(const ModelConfig& cfg, bool compressed_layer) {
 void RopeTable::angles(int64_t pos, float* cos, float* sin) const {
   const float p = static_cast<float>(pos);
   for (size_t j = 0; j < freqs_.size(); ++j) {
+    // The angle is the demo's fp32 product; cos/sin are then taken in double and rounded once,
+    // i.e. correctly rounded. RoPE dims are bf16-rounded when stored, so an ulp here decides
+    // flips that cascade; the exactly rounded value is the closest we can be to any reference.
     const float a = p * freqs_[j];
-    cos[j] = std::cos(a);
-    sin[j] = std::sin(a);
+    cos[j] = static_cast<float>(std::cos(static_cast<double>(a)));
+    sin[j] = static_cast<float>(std::sin(static_cast<double>(a)));
   }
 }
 

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -40,6 +41,8 @@ const Model& model_for(const GoldenRun& r, bool exact) {
 std::vector<float> run_chunks(const Model& m, SequenceState& seq, const std::vector<int32_t>& ids,
                               const std::vector<size_t>& chunks, ForwardResult* last = nullptr,
                               bool want_hidden = false) {
+  ForwardOptions fo;
+  fo.record_layer_rms = last != nullptr;
   std::vector<float> all;
   size_t done = 0;
   ForwardResult res;
@@ -49,7 +52,7 @@ std::vector<float> run_chunks(const Model& m, SequenceState& seq, const std::vec
     it.tokens = std::span<const int32_t>(ids.data() + done, n);
     it.all_logits = true;
     it.want_hidden = want_hidden;
-    m.forward(std::span<const BatchItem>(&it, 1), pool(), res);
+    m.forward(std::span<const BatchItem>(&it, 1), pool(), res, fo);
     all.insert(all.end(), res.logits.begin(), res.logits.end());
     done += n;
   }
@@ -130,6 +133,25 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
   for (size_t i = 0; i < N; ++i) pre.positions.push_back(static_cast<int64_t>(i));
   const std::vector<float> hidden = last.hidden;
   check_file(r, mode, pre, V, no_choice, near_ties);
+
+  // Per-layer RMS of every block output (debugging aid): where does each layer first leave the
+  // reference by more than 1e-4 relative? Mode B must track it everywhere.
+  if (files.contains("prefill_layer_rms")) {
+    const auto ref_rms = read_f32(r.dir / files["prefill_layer_rms"]["file"].get<std::string>());
+    ASSERT_EQ(last.layer_rms.size() * N, ref_rms.size());
+    for (size_t l = 0; l < last.layer_rms.size(); ++l) {
+      long first = -1;
+      double worst = 0;
+      for (size_t t = 0; t < N; ++t) {
+        const double rel = std::fabs(last.layer_rms[l][t] - ref_rms[l * N + t]) / ref_rms[l * N + t];
+        worst = std::max(worst, rel);
+        if (rel > 1e-4 && first < 0) first = static_cast<long>(t);
+      }
+      std::printf("[golden] %s/%s mode %c layer %zu rms: worst rel %.2e, first position > 1e-4: %ld\n",
+                  r.config.c_str(), r.run.c_str(), mode, l, worst, first);
+      if (mode == 'B') EXPECT_LE(worst, 1e-4) << "layer " << l;
+    }
+  }
 
   // 2. Teacher-forced decode: row 0 = last prefill row, then the recorded fed tokens.
   FileCheck de{"decode", {}, read_f32(r.dir / files["decode_logits"]["file"].get<std::string>()),
