@@ -1,0 +1,154 @@
+// Microbenchmarks of matmul() at DeepSeek-V4-Flash shapes, per weight format, n ∈ {1,4,16,512},
+// 1 and 2 threads. Counters: "GB/s" = weight bytes streamed per second (the decode roofline
+// quantity; several copies of the matrix are cycled so they come from DRAM, not cache) and
+// "GFLOP/s" = 2·rows·cols·n per second. Run: ./matmul_bench [--benchmark_filter=...]
+// Also registers the membench roofline numbers (read-only / triad GB/s, peak FMA FLOP/s).
+
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/matmul.h"
+#include "kernels/matmul_internal.h"
+#include "kernels/membench.h"
+#include "numerics/formats.h"
+#include "util/thread_pool.h"
+
+namespace {
+
+using dsv4::MatrixView;
+using dsv4::ThreadPool;
+using dsv4::WeightFormat;
+
+struct Case {
+  const char* name;
+  WeightFormat fmt;
+  size_t rows, cols;
+};
+
+// V4-Flash: hidden 4096, routed expert intermediate 2048; the BF16 case is a 16384-row slice of
+// the 129,280 × 4096 output head; F32 a small projection.
+const Case kCases[] = {
+    {"fp8_4096x4096", WeightFormat::kFp8Block128, 4096, 4096},
+    {"fp4_expert_2048x4096", WeightFormat::kFp4Block32, 2048, 4096},
+    {"fp4_expert_4096x2048", WeightFormat::kFp4Block32, 4096, 2048},
+    {"bf16_head_16384x4096", WeightFormat::kBF16, 16384, 4096},
+    {"f32_1024x4096", WeightFormat::kF32, 1024, 4096},
+};
+
+uint64_t next(uint64_t& s) {
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+// `copies` random matrices with valid encodings (scales near 1, no NaN codes).
+struct Weights {
+  std::vector<std::unique_ptr<uint8_t[]>> data, scales;
+  std::vector<MatrixView> views;
+};
+
+Weights make_weights(const Case& c, size_t copies) {
+  Weights w;
+  uint64_t s = 0x9e3779b97f4a7c15ull;
+  for (size_t k = 0; k < copies; ++k) {
+    MatrixView v;
+    v.format = c.fmt;
+    v.rows = c.rows;
+    v.cols = c.cols;
+    size_t nbytes = 0, nscales = 0;
+    switch (c.fmt) {
+      case WeightFormat::kF32: nbytes = c.rows * c.cols * 4; break;
+      case WeightFormat::kBF16: nbytes = c.rows * c.cols * 2; break;
+      case WeightFormat::kFp8Block128:
+        nbytes = c.rows * c.cols;
+        v.scale_stride = (c.cols + 127) / 128;
+        nscales = (c.rows + 127) / 128 * v.scale_stride;
+        break;
+      case WeightFormat::kFp4Block32:
+        nbytes = c.rows * c.cols / 2;
+        v.scale_stride = c.cols / 32;
+        nscales = c.rows * v.scale_stride;
+        break;
+    }
+    auto d = std::make_unique<uint8_t[]>(nbytes);
+    for (size_t i = 0; i < nbytes; i += 8) {
+      uint64_t r = next(s);
+      if (c.fmt == WeightFormat::kFp8Block128) r &= 0xbebebebebebebebeull;  // no 0x7f/0xff
+      if (c.fmt == WeightFormat::kF32) r &= 0x3fff'ffff'3fff'ffffull;        // finite, |x| < 2
+      if (c.fmt == WeightFormat::kBF16) r &= 0x3fff'3fff'3fff'3fffull;
+      std::memcpy(d.get() + i, &r, std::min<size_t>(8, nbytes - i));
+    }
+    auto sc = std::make_unique<uint8_t[]>(nscales + 1);
+    for (size_t i = 0; i < nscales; ++i) sc[i] = static_cast<uint8_t>(120 + next(s) % 8);
+    v.data = d.get();
+    v.scales = nscales ? sc.get() : nullptr;
+    w.views.push_back(v);
+    w.data.push_back(std::move(d));
+    w.scales.push_back(std::move(sc));
+  }
+  return w;
+}
+
+void BM_Matmul(benchmark::State& state, Case c) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const int threads = static_cast<int>(state.range(1));
+  ThreadPool pool(threads);
+  const size_t one = make_weights({c.name, c.fmt, 128, c.cols}, 1).views[0].bytes() *
+                     (c.rows / 128);
+  // GEMV cycles ≥ 512 MB of weights so they stream from DRAM; GEMM is compute bound, one copy.
+  const size_t copies = n >= 16 ? 1 : std::max<size_t>(1, (512u << 20) / one);
+  Weights w = make_weights(c, copies);
+  std::vector<float> x(n * c.cols), y(n * c.rows);
+  uint64_t s = 42;
+  for (auto& v : x) v = static_cast<float>(static_cast<int64_t>(next(s) % 2001) - 1000) / 1000.0f;
+  size_t k = 0;
+  for (auto _ : state) {
+    dsv4::matmul(w.views[k], x.data(), n, y.data(), &pool);
+    benchmark::DoNotOptimize(y.data());
+    k = (k + 1) % copies;
+  }
+  const double iters = static_cast<double>(state.iterations());
+  state.counters["GB/s"] = benchmark::Counter(
+      static_cast<double>(w.views[0].bytes()) * iters / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * c.rows * c.cols * n * iters / 1e9, benchmark::Counter::kIsRate);
+  state.SetLabel(std::string(dsv4::matmul_target_name()));
+}
+
+void BM_Roofline(benchmark::State& state) {
+  ThreadPool pool(static_cast<int>(state.range(0)));
+  double read = 0, triad = 0, flops = 0;
+  for (auto _ : state) {
+    read = dsv4::measure_read_gbps(pool, size_t{1} << 30, 5);
+    triad = dsv4::measure_triad_gbps(pool, size_t{1} << 30, 5);
+    flops = dsv4::measure_peak_flops(pool, 0.3);
+  }
+  state.counters["read_GB/s"] = read;
+  state.counters["triad_GB/s"] = triad;
+  state.counters["peak_GFLOP/s"] = flops / 1e9;
+  state.SetLabel(dsv4::membench_target_name());
+}
+
+int register_all() {
+  for (const Case& c : kCases) {
+    auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + c.name).c_str(), BM_Matmul, c);
+    b->ArgNames({"n", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
+    for (int n : {1, 4, 16, 512})
+      for (int t : {1, 2}) b->Args({n, t});
+  }
+  benchmark::RegisterBenchmark("roofline", BM_Roofline)
+      ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(1)->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+  return 0;
+}
+const int registered = register_all();
+
+}  // namespace
+
+BENCHMARK_MAIN();
