@@ -219,7 +219,11 @@ GenerationResult generate(const Model& model, ThreadPool& pool, const tok::Token
   ForwardResult fr;
   const int V = model.config().vocab_size;
   while (!g.done()) {
-    if (cb.interrupt && cb.interrupt->load()) g.interrupt();
+    if (cb.interrupt && cb.interrupt->load()) {
+      std::string tail = g.finish(StopReason::kInterrupted);
+      if (!tail.empty() && cb.on_token) cb.on_token(-1, tail, nullptr);
+      break;
+    }
     const bool prefilling = g.in_prefill();
     BatchItem item = g.next_item();
     model.forward(std::span<const BatchItem>(&item, 1), pool, fr);

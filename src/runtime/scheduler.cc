@@ -216,6 +216,7 @@ void Scheduler::loop() {
         continue;
       }
       stats_.requests_done += expired.size();
+      for (const Pending& p : expired) stats_.requests_cancelled += p.handle->cancelled();
     }
     for (Pending& p : expired) {
       GenEvent ev;

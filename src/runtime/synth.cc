@@ -422,8 +422,8 @@ ojson synth_config(const std::string& name) {
 }
 
 std::string minimal_tokenizer_json() {
-  ojson vocab = ojson::object();
-  ojson added = ojson::array();
+  nlohmann::json vocab = nlohmann::json::object();
+  nlohmann::json added = nlohmann::json::array();
   const char* kSpecial3[3] = {"<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"};
   for (int i = 0; i < 3; ++i) vocab[kSpecial3[i]] = i;
   for (int b = 0; b < 256; ++b) vocab[byte_level_char(b)] = 3 + b;
@@ -466,7 +466,7 @@ std::string minimal_tokenizer_json() {
                           "<｜/ref｜>", "<｜ref｜>", "<｜image｜>"};
   for (const char* s : vision) add(id++, s, true);
 
-  ojson j;
+  nlohmann::json j;
   j["version"] = "1.0";
   j["truncation"] = nullptr;
   j["padding"] = nullptr;
@@ -488,7 +488,7 @@ std::string minimal_tokenizer_json() {
                 {"fuse_unk", false},
                 {"byte_fallback", false},
                 {"vocab", vocab},
-                {"merges", ojson::array()}};
+                {"merges", nlohmann::json::array()}};
   return j.dump(1);
 }
 
