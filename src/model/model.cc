@@ -51,24 +51,53 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
   return m;
 }
 
-size_t Model::active_weight_bytes_per_token() const {
+Model::TokenCost Model::token_cost(const SequenceState& seq) const {
   const ModelConfig& c = cfg_;
-  size_t n = w_->head.bytes() + static_cast<size_t>(c.dim) * 2;  // head + one embedding row
-  for (const BlockWeights& b : w_->layers) {
+  TokenCost tc;
+  auto add = [&](const MatrixView& m) {
+    tc.weight_bytes += m.bytes();
+    tc.weight_macs += static_cast<double>(m.rows) * m.cols;
+  };
+  add(w_->head);
+  add(w_->hc_head.fn);
+  tc.weight_bytes += static_cast<size_t>(c.dim) * 2;  // one embedding row
+  const int64_t pos = seq.n_past;                      // position of the next token
+  const size_t kvb = seq.kv_codec().entry_bytes(), ixb = seq.index_codec().entry_bytes();
+  for (int i = 0; i < c.n_layers; ++i) {
+    const BlockWeights& b = w_->layers[i];
     const AttentionWeights& a = b.attn;
-    n += a.wq_a.bytes() + a.wq_b.bytes() + a.wkv.bytes() + a.wo_a.bytes() + a.wo_b.bytes();
-    n += b.hc_attn.fn.bytes() + b.hc_ffn.fn.bytes();
-    if (b.ratio) n += a.compressor.wkv.bytes() + a.compressor.wgate.bytes();
-    if (b.ratio == 4) {
-      n += a.idx_wq_b.bytes() + a.idx_weights_proj.bytes() + a.idx_compressor.wkv.bytes() +
-           a.idx_compressor.wgate.bytes();
+    for (const MatrixView* m : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.hc_attn.fn, &b.hc_ffn.fn, &b.ffn.gate}) add(*m);
+    if (b.ratio) {
+      add(a.compressor.wkv);
+      add(a.compressor.wgate);
     }
-    n += b.ffn.gate.bytes();
-    if (b.ffn.has_shared) n += b.ffn.shared.w1.bytes() + b.ffn.shared.w2.bytes() + b.ffn.shared.w3.bytes();
-    const ExpertWeights& e = b.ffn.experts[0];
-    n += static_cast<size_t>(c.n_activated_experts) * (e.w1.bytes() + e.w2.bytes() + e.w3.bytes());
+    if (b.ratio == 4) {
+      for (const MatrixView* m : {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate}) add(*m);
+    }
+    if (b.ffn.has_shared) {
+      add(b.ffn.shared.w1);
+      add(b.ffn.shared.w2);
+      add(b.ffn.shared.w3);
+    }
+    for (int k = 0; k < c.n_activated_experts; ++k) {
+      add(b.ffn.experts[0].w1);
+      add(b.ffn.experts[0].w2);
+      add(b.ffn.experts[0].w3);
+    }
+    // Attention operands: the window, then the compressed entries this token may see.
+    const int64_t n_win = std::min<int64_t>(pos + 1, c.window);
+    int64_t n_cmp = 0;
+    if (b.ratio == 128) n_cmp = (pos + 1) / 128;
+    if (b.ratio == 4) {
+      const int64_t n_keys = (pos + 1) / 4;
+      n_cmp = std::min<int64_t>(n_keys, c.index_topk);
+      tc.kv_bytes += static_cast<size_t>(n_keys) * ixb;
+      tc.attention_macs += static_cast<double>(n_keys) * c.index_n_heads * c.index_head_dim;
+    }
+    tc.kv_bytes += static_cast<size_t>(n_win + n_cmp) * kvb;
+    tc.attention_macs += 2.0 * c.n_heads * c.head_dim * static_cast<double>(n_win + n_cmp);
   }
-  return n;
+  return tc;
 }
 
 SequenceState Model::new_sequence() const {

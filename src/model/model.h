@@ -62,9 +62,15 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   const ModelOptions& options() const { return opts_; }
   const Checkpoint& checkpoint() const { return *ckpt_; }
-  // Bytes of weights a decode step reads for one token (attention, shared expert, the active
-  // routed experts, head), used by benchmarks.
-  size_t active_weight_bytes_per_token() const;
+  // What one more token costs the sequence `seq` at its current length (benchmarks): weight bytes
+  // read (attention, compressors, indexer, router, shared expert, the k active routed experts,
+  // mHC mixers, head, one embedding row), KV bytes read (window, compressed entries attended,
+  // every indexer key scored), and multiply-adds (weights + attention + indexer scoring).
+  struct TokenCost {
+    size_t weight_bytes = 0, kv_bytes = 0;
+    double weight_macs = 0, attention_macs = 0;
+  };
+  TokenCost token_cost(const SequenceState& seq) const;
 
   // A fresh sequence with storage as chosen by the options (native or exact).
   SequenceState new_sequence() const;

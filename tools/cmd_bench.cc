@@ -1,0 +1,207 @@
+// dsv4 bench: prefill and decode speed next to the machine's own limits, measured in one run:
+// decode GB/s against a read-only streaming kernel (decode is bandwidth-bound), prefill FLOP/s
+// against a register-only FMA loop (prefill is compute-bound).
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "command.h"
+#include "kernels/membench.h"
+#include "model/model.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace dsv4::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+size_t rss_bytes() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+std::vector<int64_t> parse_depths(const std::string& s) {
+  std::vector<int64_t> v;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    try {
+      size_t used = 0;
+      const long long d = std::stoll(item, &used);
+      if (used != item.size() || d < 0) throw std::invalid_argument(item);
+      v.push_back(d);
+    } catch (const std::exception&) {
+      throw Error("--depth: '" + item + "' is not a non-negative integer");
+    }
+  }
+  if (v.empty()) throw Error("--depth: no depths given");
+  return v;
+}
+
+struct DecodeRow {
+  int64_t depth = 0;
+  double tok_s = 0, bytes_per_token = 0, gb_s = 0;
+};
+
+int run_bench(int argc, char** argv) {
+  CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s", "dsv4 bench"};
+  std::string model_dir, depth_str = "0";
+  int threads = 0, n_prompt = 512, n_gen = 128;
+  size_t membench_mib = 1024, chunk = 512;
+  bool json_out = false;
+  app.add_option("-m,--model", model_dir, "model directory")->required();
+  app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_option("-p,--n-prompt", n_prompt, "prefill length in tokens (default 512)");
+  app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
+  app.add_option("--depth", depth_str, "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
+  app.add_option("--chunk", chunk, "prefill chunk used to reach a depth (default 512)");
+  app.add_option("--membench-mib", membench_mib, "buffer for the bandwidth kernels in MiB (default 1024)");
+  app.add_flag("--json", json_out, "print one JSON object instead of the table");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (n_prompt < 1 || n_gen < 1) throw Error("-p and -n must be positive");
+  const std::vector<int64_t> depths = parse_depths(depth_str);
+  ThreadPool pool(threads);
+
+  // Load: mapped, validated, nothing copied.
+  const size_t rss0 = rss_bytes();
+  const auto t_load = Clock::now();
+  auto model = Model::load(model_dir);
+  const double load_s = seconds_since(t_load);
+  const size_t rss_load = rss_bytes();
+  const ModelConfig& cfg = model->config();
+  std::mt19937 rng(1234);
+  std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
+  auto random_ids = [&](size_t n) {
+    std::vector<int32_t> v(n);
+    for (auto& x : v) x = tok(rng);
+    return v;
+  };
+  ForwardResult res;
+  auto run = [&](SequenceState& s, const std::vector<int32_t>& ids, bool logits) {
+    BatchItem it;
+    it.seq = &s;
+    it.tokens = ids;
+    it.no_logits = !logits;
+    model->forward(std::span<const BatchItem>(&it, 1), pool, res);
+  };
+
+  // Machine limits with the same thread count.
+  const double read_gbps = measure_read_gbps(pool, membench_mib << 20);
+  const double triad_gbps = measure_triad_gbps(pool, membench_mib << 20);
+  const double peak_flops = measure_peak_flops(pool);
+
+  // Warm-up: pages the weights in (mmap) so the timings below measure compute and bandwidth.
+  {
+    SequenceState s = model->new_sequence();
+    run(s, random_ids(8), true);
+    for (int i = 0; i < 3; ++i) run(s, random_ids(1), true);
+  }
+
+  // Prefill.
+  SequenceState s = model->new_sequence();
+  double prefill_flops = 0;
+  for (int i = 0; i < n_prompt; ++i) {  // FLOPs of each position, at its own depth
+    const auto c = model->token_cost(s);
+    prefill_flops += 2.0 * (c.weight_macs + c.attention_macs);
+    s.n_past++;
+  }
+  s = model->new_sequence();
+  const auto prompt = random_ids(n_prompt);
+  const auto t_pre = Clock::now();
+  run(s, prompt, true);
+  const double prefill_s = seconds_since(t_pre);
+  const double prefill_tok_s = n_prompt / prefill_s;
+  const double prefill_flop_s = prefill_flops / prefill_s;
+
+  // Decode at each depth.
+  std::vector<DecodeRow> rows;
+  for (int64_t depth : depths) {
+    SequenceState d = model->new_sequence();
+    for (int64_t done = 0; done < depth;) {
+      const size_t n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(chunk), depth - done));
+      run(d, random_ids(n), false);
+      done += static_cast<int64_t>(n);
+    }
+    double bytes = 0;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < n_gen; ++i) {
+      const auto c = model->token_cost(d);
+      bytes += static_cast<double>(c.weight_bytes + c.kv_bytes);
+      run(d, random_ids(1), true);
+    }
+    const double sec = seconds_since(t0);
+    DecodeRow r;
+    r.depth = depth;
+    r.tok_s = n_gen / sec;
+    r.bytes_per_token = bytes / n_gen;
+    r.gb_s = bytes / sec / 1e9;
+    rows.push_back(r);
+  }
+  const size_t rss_end = rss_bytes();
+  const DecodeRow& d0 = rows.front();
+
+  if (json_out) {
+    nlohmann::ordered_json j;
+    j["model"] = model_dir;
+    j["threads"] = pool.size();
+    j["simd_target"] = membench_target_name();
+    j["load_s"] = load_s;
+    j["rss_bytes_before_load"] = rss0;
+    j["rss_bytes_after_load"] = rss_load;
+    j["rss_bytes"] = rss_end;
+    j["prefill_tokens"] = n_prompt;
+    j["prefill_tok_s"] = prefill_tok_s;
+    j["prefill_flop_per_token"] = prefill_flops / n_prompt;
+    j["prefill_flop_s"] = prefill_flop_s;
+    j["peak_flop_s"] = peak_flops;
+    j["prefill_peak_ratio"] = prefill_flop_s / peak_flops;
+    j["decode_tok_s"] = d0.tok_s;
+    j["decode_bytes_per_token"] = d0.bytes_per_token;
+    j["decode_gb_s"] = d0.gb_s;
+    j["read_gb_s"] = read_gbps;
+    j["triad_gb_s"] = triad_gbps;
+    j["decode_roofline_ratio"] = d0.gb_s / read_gbps;
+    j["decode"] = nlohmann::json::array();
+    for (const auto& r : rows) {
+      j["decode"].push_back({{"depth", r.depth}, {"tok_s", r.tok_s}, {"bytes_per_token", r.bytes_per_token},
+                             {"gb_s", r.gb_s}, {"roofline_ratio", r.gb_s / read_gbps}});
+    }
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("dsv4 bench  model %s  threads %d  SIMD %s\n", model_dir.c_str(), pool.size(), membench_target_name());
+  std::printf("  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the end\n", load_s,
+              rss_load / 1e9, rss0 / 1e9, rss_end / 1e9);
+  std::printf("  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n", read_gbps,
+              triad_gbps, peak_flops / 1e9);
+  std::printf("  prefill %5d tok   %8.2f tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n", n_prompt,
+              prefill_tok_s, prefill_flops / n_prompt / 1e9, prefill_flop_s / 1e9, prefill_flop_s / peak_flops);
+  for (const auto& r : rows) {
+    std::printf("  decode @ depth %-7lld %7.2f tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only\n",
+                static_cast<long long>(r.depth), r.tok_s, r.bytes_per_token / 1e9, r.gb_s, r.gb_s / read_gbps);
+  }
+  return 0;
+}
+
+}  // namespace
+
+DSV4_COMMAND("bench", "prefill/decode speed next to the machine's bandwidth and FLOP/s", run_bench);
+
+}  // namespace dsv4::cli
