@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -216,6 +217,45 @@ TEST(Synth, EngineLoadsTinyAndActivationsStayInRange) {
   EXPECT_GT(std_logits, 1.0);
   EXPECT_LT(std_logits, 12.0);
   std::printf("[synth tiny] layer RMS %.2f … %.2f, logits rms %.2f\n", lo, hi, std_logits);
+}
+
+}  // namespace
+}  // namespace dsv4
+
+namespace dsv4 {
+namespace {
+
+// Opt-in (big): DSV4_SYNTH_BIG_DIR=<dir written by dsv4 synth --preset flash-4l|pro-1l> checks
+// that activations stay in range at the real dimensions too.
+TEST(Synth, BigPresetActivationsStayInRange) {
+  const char* dir = std::getenv("DSV4_SYNTH_BIG_DIR");
+  if (!dir || !*dir) GTEST_SKIP() << "set DSV4_SYNTH_BIG_DIR to a flash-4l / pro-1l synth directory";
+  auto model = Model::load(dir);
+  ThreadPool pool(0);
+  SequenceState seq = model->new_sequence();
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 24; ++i) ids.push_back((i * 7919 + 11) % model->config().vocab_size);
+  BatchItem it;
+  it.seq = &seq;
+  it.tokens = ids;
+  ForwardResult fr;
+  ForwardOptions fo;
+  fo.record_layer_rms = true;
+  model->forward(std::span<const BatchItem>(&it, 1), pool, fr, fo);
+  float lo = 1e9f, hi = 0;
+  for (size_t l = 0; l < static_cast<size_t>(model->config().n_layers); ++l)
+    for (float r : fr.layer_rms[l]) {
+      lo = std::min(lo, r);
+      hi = std::max(hi, r);
+    }
+  double s2 = 0;
+  for (float v : fr.logits) s2 += double(v) * v;
+  const double rms = std::sqrt(s2 / fr.logits.size());
+  std::printf("[synth %s] layer RMS %.2f … %.2f, logits rms %.2f\n", dir, lo, hi, rms);
+  EXPECT_GT(lo, 0.3f);
+  EXPECT_LT(hi, 6.0f);
+  EXPECT_GT(rms, 1.0);
+  EXPECT_LT(rms, 12.0);
 }
 
 }  // namespace
