@@ -1,6 +1,10 @@
 // Server wiring: HTTP routes, auth, limits, errors, health/models/tokenize/metrics, model loading.
 #include "server/server.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <sstream>
@@ -103,6 +107,25 @@ static std::string metrics_text(Ctx& ctx) {
   metric("dsv4_http_inflight", "gauge", "HTTP generation requests being handled",
          static_cast<double>(m.http_inflight.load()));
   return o.str();
+}
+
+// cpp-httplib 0.11 listens with a backlog of 5, so bursts of concurrent clients get their
+// connections dropped and retried by the kernel (seconds of delay, or failures). The socket is
+// private to httplib: find our listening socket by its port and listen() again with a large backlog
+// (Linux allows changing the backlog of a listening socket this way).
+static void raise_listen_backlog(int port) {
+  for (int fd = 0; fd < 4096; ++fd) {
+    int acc = 0;
+    socklen_t len = sizeof(acc);
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) != 0 || !acc) continue;
+    sockaddr_storage ss{};
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) continue;
+    int p = -1;
+    if (ss.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    if (p == port) ::listen(fd, SOMAXCONN);
+  }
 }
 
 int Server::run(const std::function<void(int)>& on_listening) {
@@ -297,6 +320,7 @@ int Server::run(const std::function<void(int)>& on_listening) {
     std::fprintf(stderr, "dsv4 serve: cannot bind %s:%d\n", o.host.c_str(), port);
     return 1;
   }
+  raise_listen_backlog(port);
   std::fprintf(stderr, "dsv4 serve: listening on http://%s:%d\n", o.host.c_str(), port);
   std::printf("listening on http://%s:%d\n", o.host.c_str(), port);
   std::fflush(stdout);

@@ -91,6 +91,7 @@ StreamResult stream_chat(int port, const json& body, int hang_up_after) {
   cli.send(req, res, err);
   StreamResult r;
   r.status = res.status;
+  if (err != httplib::Error::Success) r.error = "transport: " + httplib::to_string(err);
   size_t pos = 0;
   while (pos < raw.size()) {
     size_t end = raw.find("\n\n", pos);

@@ -397,6 +397,15 @@ TEST_F(ServerTest, ChatGreedyMatchesGeneratorStreamAndNot) {
   EXPECT_EQ(u["total_tokens"].get<int>(), u["prompt_tokens"].get<int>() + n);
   const std::string expected = ref_chat(body["messages"], n);
   EXPECT_EQ(ch["message"]["content"], expected);
+  // …and what `dsv4 run` prints for the same prompt (one trailing newline added by the CLI).
+  std::string cli_out;
+  const int rc = test::run_command("( " + test::dsv4_binary() + " run -m " + dir_->path().string() +
+                                       " -p 'Hello there' --temp 0 -n " + std::to_string(n) + " -c " +
+                                       std::to_string(kCtx) + " -t 2 2>/dev/null )",
+                                   &cli_out);
+  EXPECT_EQ(rc, 0) << cli_out;
+  if (!cli_out.empty() && cli_out.back() == '\n') cli_out.pop_back();
+  EXPECT_EQ(ch["message"]["content"], cli_out);
 
   json sb = body;
   sb["stream"] = true;
@@ -871,32 +880,49 @@ TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
   const std::vector<std::string> paths = {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses",
                                           "/tokenize", "/detokenize"};
   const std::vector<std::string> frags = {"null", "-1", "1e308", "\"\"", "[]", "{}", "true", "\"\\ud800\"",
-                                          "99999999999999999999", "[[[[", "\"\xff\xfe\"", "0.5"};
+                                          "99999999999999999999", "[[[[", "\"\xff\xfe\"", "0.5", "2", "\"auto\"",
+                                          "\"user\"", "[{\"type\":\"text\",\"text\":\"t\"}]", "\"<｜DSML｜x\"", "{\"type\":\"enabled\"}"};
   std::map<int, int> statuses;
   for (int i = 0; i < iters; ++i) {
     std::string s = seeds[rng() % seeds.size()];
-    const int kind = rng() % 4;
+    const int kind = rng() % 10;
     if (kind == 0) {  // byte flips
       for (int k = 0; k < 1 + (int)(rng() % 4); ++k) s[rng() % s.size()] = static_cast<char>(rng() % 256);
     } else if (kind == 1) {  // truncation
       s = s.substr(0, rng() % s.size());
-    } else {  // replace a JSON value by a weird fragment
+    } else {  // structured: replace / add / drop values, valid JSON with odd contents
       try {
         json j = json::parse(s);
-        std::vector<std::string> keys;
-        for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-        const std::string k = keys[rng() % keys.size()];
-        const std::string f = frags[rng() % frags.size()];
-        json v;
-        try {
-          v = json::parse(f);
-        } catch (...) {
-          v = f;
+        auto frag = [&]() {
+          const std::string f = frags[rng() % frags.size()];
+          try {
+            return json::parse(f);
+          } catch (...) {
+            return json(f);
+          }
+        };
+        const int ops = 1 + rng() % 3;
+        for (int op = 0; op < ops; ++op) {
+          const int what = rng() % 6;
+          std::vector<std::string> keys;
+          for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
+          if (what == 0 && !keys.empty()) j[keys[rng() % keys.size()]] = frag();
+          else if (what == 1 && !keys.empty()) j.erase(keys[rng() % keys.size()]);
+          else if (what == 2 && j.contains("messages") && j["messages"].is_array() && !j["messages"].empty()) {
+            json& msg = j["messages"][rng() % j["messages"].size()];
+            const char* fields[] = {"content", "role", "tool_calls", "tool_call_id", "reasoning_content", "name"};
+            if (msg.is_object()) msg[fields[rng() % 6]] = frag();
+          } else if (what == 3) {
+            const char* extras[] = {"n", "max_tokens", "temperature", "top_logprobs", "logprobs", "stop", "prompt",
+                                    "input", "tokens", "content", "system", "tool_choice", "reasoning_effort",
+                                    "thinking", "chat_template_kwargs", "stream_options", "seed", "top_k"};
+            j[extras[rng() % 18]] = frag();
+          } else if (what == 4) {
+            j["max_tokens"] = static_cast<int>(rng() % 5) - 1;
+          } else {
+            j["stream"] = rng() % 2 == 0;
+          }
         }
-        if (kind == 2) j[k] = v;
-        else if (j["messages"].is_array() && !j["messages"].empty()) j["messages"][rng() % j["messages"].size()]["content"] = v;
-        for (const char* extra : {"n", "max_tokens", "temperature", "top_logprobs", "stop", "prompt", "input", "tokens"})
-          if (rng() % 6 == 0) j[extra] = v;
         s = j.dump(-1, ' ', false, json::error_handler_t::replace);
       } catch (...) {
       }
