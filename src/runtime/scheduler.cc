@@ -135,22 +135,25 @@ void Scheduler::finish_slot(Slot& s, StopReason r, const std::string& error, boo
     ev.gen_s = t.gen_s;
   }
   const bool cancelled = s.handle->cancelled();
-  s.handle->push(std::move(ev));
+  std::shared_ptr<RequestHandle> h = std::move(s.handle);
   s.gen.reset();
   s.sampler.reset();
-  s.handle.reset();
   s.req = GenRequest{};
   s.seq.reset();
   s.busy = false;
   size_t kv = 0;  // (this runs on the worker thread, the only one touching the slots)
   for (auto& sp : slots_)
     if (sp->busy) kv += sp->seq.bytes();
-  std::lock_guard<std::mutex> lk(mu_);
-  stats_.kv_bytes = kv;
-  stats_.active = std::max(0, stats_.active - 1);
-  ++stats_.requests_done;
-  if (cancelled) ++stats_.requests_cancelled;
-  if (timed_out) ++stats_.requests_timed_out;
+  {
+    // Stats first, so a client that sees its final event also sees its slot freed in /metrics.
+    std::lock_guard<std::mutex> lk(mu_);
+    stats_.kv_bytes = kv;
+    stats_.active = std::max(0, stats_.active - 1);
+    ++stats_.requests_done;
+    if (cancelled) ++stats_.requests_cancelled;
+    if (timed_out) ++stats_.requests_timed_out;
+  }
+  h->push(std::move(ev));
 }
 
 void Scheduler::loop() {
