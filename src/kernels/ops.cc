@@ -1,33 +1,254 @@
+// Small vector kernels (see ops.h), Highway code dispatched at run time like the matmul kernels.
+//
+// Numerics: rms_norm's sum of squares is accumulated in double (x² is exact in double, so the sum
+// is order-independent up to 2^-53 and the fp32 mean is almost always the correctly rounded one;
+// stored KV values depend on it) and its scaling is elementwise in the scalar order
+// w·(x·r), so it is bit-identical on every target. axpy, rope_apply and hadamard_transform are
+// elementwise with the same operations as the scalar code (no fused multiply-add), also
+// bit-identical. dot splits the sum over lanes and several accumulators (its rounding differs
+// from a sequential sum at the ulp level, identically for every call on one target).
+
 #include "kernels/ops.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/ops.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "hwy/aligned_allocator.h"
+
+HWY_BEFORE_NAMESPACE();
 namespace dsv4 {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
 
-void rms_norm(const float* x, const float* w, size_t n, float eps, float* y) {
-  // Sum of squares in double: the result is then (almost always) the correctly rounded fp32
-  // mean, independent of summation order, so stored values (which FP8/bf16 rounding amplifies)
-  // stay as close as possible to the reference's.
+double SumSquaresImpl(const float* HWY_RESTRICT x, size_t n) {
   double ss = 0.0;
-  for (size_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
-  const float mean = static_cast<float>(ss / static_cast<double>(n));
-  const float r = 1.0f / std::sqrt(mean + eps);
-  if (w) {
-    for (size_t i = 0; i < n; ++i) y[i] = w[i] * (x[i] * r);
-  } else {
-    for (size_t i = 0; i < n; ++i) y[i] = x[i] * r;
+  size_t i = 0;
+#if HWY_HAVE_FLOAT64
+  {
+    const hn::ScalableTag<double> dd;
+    const hn::Rebind<float, decltype(dd)> df;
+    const size_t N = hn::Lanes(dd);
+    auto a0 = hn::Zero(dd), a1 = hn::Zero(dd);
+    for (; i + 2 * N <= n; i += 2 * N) {
+      const auto v0 = hn::PromoteTo(dd, hn::LoadU(df, x + i));
+      const auto v1 = hn::PromoteTo(dd, hn::LoadU(df, x + i + N));
+      a0 = hn::MulAdd(v0, v0, a0);
+      a1 = hn::MulAdd(v1, v1, a1);
+    }
+    ss = hn::GetLane(hn::SumOfLanes(dd, hn::Add(a0, a1)));
   }
+#endif
+  for (; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  return ss;
 }
 
-float dot(const float* a, const float* b, size_t n) {
-  float s = 0.0f;
-  for (size_t i = 0; i < n; ++i) s += a[i] * b[i];
+float RmsNormImpl(const float* x, const float* HWY_RESTRICT w, size_t n, float eps, float* y) {
+  const double ss = SumSquaresImpl(x, n);
+  const float mean = static_cast<float>(ss / static_cast<double>(n));
+  const float r = 1.0f / std::sqrt(mean + eps);
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  const auto vr = hn::Set(d, r);
+  size_t j = 0;
+  if (w) {
+    for (; j + N <= n; j += N)
+      hn::StoreU(hn::Mul(hn::LoadU(d, w + j), hn::Mul(hn::LoadU(d, x + j), vr)), d, y + j);
+    for (; j < n; ++j) y[j] = w[j] * (x[j] * r);
+  } else {
+    for (; j + N <= n; j += N) hn::StoreU(hn::Mul(hn::LoadU(d, x + j), vr), d, y + j);
+    for (; j < n; ++j) y[j] = x[j] * r;
+  }
+  return r;
+}
+
+float DotImpl(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  auto s0 = hn::Zero(d), s1 = hn::Zero(d), s2 = hn::Zero(d), s3 = hn::Zero(d);
+  size_t i = 0;
+  for (; i + 4 * N <= n; i += 4 * N) {
+    s0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), s0);
+    s1 = hn::MulAdd(hn::LoadU(d, a + i + N), hn::LoadU(d, b + i + N), s1);
+    s2 = hn::MulAdd(hn::LoadU(d, a + i + 2 * N), hn::LoadU(d, b + i + 2 * N), s2);
+    s3 = hn::MulAdd(hn::LoadU(d, a + i + 3 * N), hn::LoadU(d, b + i + 3 * N), s3);
+  }
+  for (; i + N <= n; i += N) s0 = hn::MulAdd(hn::LoadU(d, a + i), hn::LoadU(d, b + i), s0);
+  float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(s0, s1), hn::Add(s2, s3))));
+  for (; i < n; ++i) s += a[i] * b[i];
   return s;
 }
 
-void axpy(float a, const float* x, size_t n, float* y) {
-  for (size_t i = 0; i < n; ++i) y[i] += a * x[i];
+void AxpyImpl(float a, const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRICT y) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  const auto va = hn::Set(d, a);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Add(hn::LoadU(d, y + i), hn::Mul(va, hn::LoadU(d, x + i))), d, y + i);
+  for (; i < n; ++i) y[i] += a * x[i];
 }
+
+template <size_t H>
+HWY_INLINE void DotSeqBlock(const float* Q, size_t ldq, const float* T, size_t dim, float* S,
+                            size_t lds, size_t nj) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  hn::Vec<decltype(d)> acc[H];
+  for (size_t h = 0; h < H; ++h) acc[h] = hn::Zero(d);
+  for (size_t c = 0; c < dim; ++c) {
+    const auto e = hn::Load(d, T + c * N);
+    for (size_t h = 0; h < H; ++h) acc[h] = hn::Add(acc[h], hn::Mul(hn::Set(d, Q[h * ldq + c]), e));
+  }
+  if (nj == N) {
+    for (size_t h = 0; h < H; ++h) hn::StoreU(acc[h], d, S + h * lds);
+  } else {
+    HWY_ALIGN float tmp[hn::MaxLanes(d)];
+    for (size_t h = 0; h < H; ++h) {
+      hn::Store(acc[h], d, tmp);
+      std::copy(tmp, tmp + nj, S + h * lds);
+    }
+  }
+}
+
+void DotRowsSeqImpl(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
+                    size_t dim, float* S, size_t lds) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  static thread_local hwy::AlignedFreeUniquePtr<float[]> tbuf;
+  static thread_local size_t tcap = 0;
+  if (tcap < dim * N) {
+    tbuf = hwy::AllocateAligned<float>(dim * N);
+    tcap = dim * N;
+  }
+  float* T = tbuf.get();
+  for (size_t j0 = 0; j0 < n; j0 += N) {
+    const size_t nj = std::min(N, n - j0);
+    // Transpose entries [j0, j0+nj) into T[c][lane] (zero lanes past the end).
+    for (size_t l = 0; l < N; ++l) {
+      if (l < nj) {
+        const float* src = E + (j0 + l) * lde;
+        for (size_t c = 0; c < dim; ++c) T[c * N + l] = src[c];
+      } else {
+        for (size_t c = 0; c < dim; ++c) T[c * N + l] = 0.0f;
+      }
+    }
+    size_t h = 0;
+    for (; h + 8 <= nq; h += 8) DotSeqBlock<8>(Q + h * ldq, ldq, T, dim, S + h * lds + j0, lds, nj);
+    for (; h < nq; ++h) DotSeqBlock<1>(Q + h * ldq, ldq, T, dim, S + h * lds + j0, lds, nj);
+  }
+}
+
+template <size_t H, size_t V>
+HWY_INLINE void WeightedBlock(const float* P, size_t ldp, const float* E, size_t lde, size_t n,
+                              size_t c0, float* O, size_t ldo) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  hn::Vec<decltype(d)> acc[H][V];
+  for (size_t h = 0; h < H; ++h)
+    for (size_t v = 0; v < V; ++v) acc[h][v] = hn::Zero(d);
+  for (size_t j = 0; j < n; ++j) {
+    hn::Vec<decltype(d)> e[V];
+    for (size_t v = 0; v < V; ++v) e[v] = hn::LoadU(d, E + j * lde + c0 + v * N);
+    for (size_t h = 0; h < H; ++h) {
+      const auto p = hn::Set(d, P[h * ldp + j]);
+      for (size_t v = 0; v < V; ++v) acc[h][v] = hn::Add(acc[h][v], hn::Mul(p, e[v]));
+    }
+  }
+  for (size_t h = 0; h < H; ++h)
+    for (size_t v = 0; v < V; ++v) hn::StoreU(acc[h][v], d, O + h * ldo + c0 + v * N);
+}
+
+template <size_t H>
+HWY_INLINE void WeightedHeads(const float* P, size_t ldp, const float* E, size_t lde, size_t n,
+                              size_t dim, float* O, size_t ldo) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  size_t c = 0;
+  for (; c + 4 * N <= dim; c += 4 * N) WeightedBlock<H, 4>(P, ldp, E, lde, n, c, O, ldo);
+  for (; c + N <= dim; c += N) WeightedBlock<H, 1>(P, ldp, E, lde, n, c, O, ldo);
+  for (; c < dim; ++c) {
+    for (size_t h = 0; h < H; ++h) {
+      float s = 0.0f;
+      for (size_t j = 0; j < n; ++j) s += P[h * ldp + j] * E[j * lde + c];
+      O[h * ldo + c] = s;
+    }
+  }
+}
+
+void WeightedRowsSumImpl(const float* P, size_t ldp, size_t nh, const float* E, size_t lde,
+                         size_t n, size_t dim, float* O, size_t ldo) {
+  size_t h = 0;
+  for (; h + 4 <= nh; h += 4) WeightedHeads<4>(P + h * ldp, ldp, E, lde, n, dim, O + h * ldo, ldo);
+  for (; h < nh; ++h) WeightedHeads<1>(P + h * ldp, ldp, E, lde, n, dim, O + h * ldo, ldo);
+}
+
+void HadamardImpl(float* HWY_RESTRICT v, size_t n) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  for (size_t h = 1; h < n; h *= 2) {
+    if (h >= N) {
+      for (size_t i = 0; i < n; i += 2 * h) {
+        for (size_t j = i; j < i + h; j += N) {
+          const auto a = hn::LoadU(d, v + j), b = hn::LoadU(d, v + j + h);
+          hn::StoreU(hn::Add(a, b), d, v + j);
+          hn::StoreU(hn::Sub(a, b), d, v + j + h);
+        }
+      }
+    } else {
+      for (size_t i = 0; i < n; i += 2 * h) {
+        for (size_t j = i; j < i + h; ++j) {
+          const float a = v[j], b = v[j + h];
+          v[j] = a + b;
+          v[j + h] = a - b;
+        }
+      }
+    }
+  }
+  const float s = 1.0f / std::sqrt(static_cast<float>(n));
+  const auto vs = hn::Set(d, s);
+  size_t i = 0;
+  for (; i + N <= n; i += N) hn::StoreU(hn::Mul(hn::LoadU(d, v + i), vs), d, v + i);
+  for (; i < n; ++i) v[i] *= s;
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace dsv4
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace dsv4 {
+
+HWY_EXPORT(RmsNormImpl);
+HWY_EXPORT(SumSquaresImpl);
+
+double sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
+HWY_EXPORT(DotImpl);
+HWY_EXPORT(AxpyImpl);
+HWY_EXPORT(HadamardImpl);
+HWY_EXPORT(WeightedRowsSumImpl);
+HWY_EXPORT(DotRowsSeqImpl);
+
+void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
+                  size_t dim, float* S, size_t lds) {
+  HWY_DYNAMIC_DISPATCH(DotRowsSeqImpl)(Q, ldq, nq, E, lde, n, dim, S, lds);
+}
+
+void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,
+                       size_t dim, float* O, size_t ldo) {
+  HWY_DYNAMIC_DISPATCH(WeightedRowsSumImpl)(P, ldp, nh, E, lde, n, dim, O, ldo);
+}
+
+void rms_norm(const float* x, const float* w, size_t n, float eps, float* y) {
+  HWY_DYNAMIC_DISPATCH(RmsNormImpl)(x, w, n, eps, y);
+}
+
+float dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(DotImpl)(a, b, n); }
+
+void axpy(float a, const float* x, size_t n, float* y) { HWY_DYNAMIC_DISPATCH(AxpyImpl)(a, x, n, y); }
 
 void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bool inverse) {
   for (size_t j = 0; j < n_pairs; ++j) {
@@ -38,18 +259,7 @@ void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bo
   }
 }
 
-void hadamard_transform(float* v, size_t n) {
-  for (size_t h = 1; h < n; h *= 2) {
-    for (size_t i = 0; i < n; i += 2 * h) {
-      for (size_t j = i; j < i + h; ++j) {
-        const float a = v[j], b = v[j + h];
-        v[j] = a + b;
-        v[j + h] = a - b;
-      }
-    }
-  }
-  const float s = 1.0f / std::sqrt(static_cast<float>(n));
-  for (size_t i = 0; i < n; ++i) v[i] *= s;
-}
+void hadamard_transform(float* v, size_t n) { HWY_DYNAMIC_DISPATCH(HadamardImpl)(v, n); }
 
 }  // namespace dsv4
+#endif  // HWY_ONCE

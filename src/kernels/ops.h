@@ -9,6 +9,9 @@ namespace dsv4 {
 // y = w ⊙ x · rsqrt(mean(x²) + eps); w may be null (unweighted). y may alias x.
 void rms_norm(const float* x, const float* w, size_t n, float eps, float* y);
 
+// Σ x[i]² in double (x² exact; the order of the sum only matters at the 2^-53 level).
+double sum_squares(const float* x, size_t n);
+
 float dot(const float* a, const float* b, size_t n);
 // y += a·x
 void axpy(float a, const float* x, size_t n, float* y);
@@ -16,6 +19,17 @@ void axpy(float a, const float* x, size_t n, float* y);
 // Rotates interleaved pairs (v[2j], v[2j+1]) by angle_j: cos/sin given per pair (n_pairs each).
 // inverse = true rotates by −angle_j.
 void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bool inverse);
+
+// S[h·lds + j] = Σ_c Q[h·ldq + c] · E[j·lde + c] for h < nq, j < n: every sum taken in order
+// c = 0, 1, … with a rounded multiply then a rounded add, i.e. bit-identical to a scalar loop
+// (the SIMD lanes run over entries j, not over c).
+void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
+                  size_t dim, float* S, size_t lds);
+
+// O[h·ldo + c] = Σ_j P[h·ldp + j] · E[j·lde + c] for h < nh, c < dim, summed in order j = 0, 1, …
+// (multiply then add, like axpy: bit-identical to nh·n axpy calls). O is overwritten.
+void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,
+                       size_t dim, float* O, size_t ldo);
 
 // In-place Walsh–Hadamard transform (Sylvester order) scaled by n^-½; n a power of two.
 void hadamard_transform(float* v, size_t n);

@@ -8,6 +8,7 @@
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
 #include "model/compressor.h"
+#include "model/workspace.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
 
@@ -46,21 +47,30 @@ void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& se
   sel.resize(k);
 }
 
-// Lightning Indexer score of compressed entries [w0, w1) for one query:
-// Σ_h wI[h]·relu(qI_h · K_w), keys already decoded to fp32.
-void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys, int64_t w0,
-                  int64_t w1, float* scores) {
-  for (int64_t w = w0; w < w1; ++w) {
-    const float* k = keys + w * ihd;
+// Lightning Indexer score of compressed entries [0, n) for one query:
+// Σ_h wI[h]·relu(qI_h · K_w), keys already decoded to fp32 ([n, ihd]). The nI × n dot products
+// are computed together (sequential sums, as a scalar dot would); `pool` may be null.
+void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys, int64_t n,
+                  float* scores, std::vector<float>& hw, ThreadPool* pool) {
+  if (n <= 0) return;
+  hw.resize(static_cast<size_t>(nI) * n);
+  if (pool && n >= 64) {
+    pool->parallel_for(static_cast<size_t>(n), [&](size_t b, size_t e, int) {
+      dot_rows_seq(qI, ihd, nI, keys + b * ihd, ihd, e - b, ihd, hw.data() + b, n);
+    }, 16);
+  } else {
+    dot_rows_seq(qI, ihd, nI, keys, ihd, n, ihd, hw.data(), n);
+  }
+  for (int64_t w = 0; w < n; ++w) {
     float s = 0.0f;
-    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(dot(qI + static_cast<size_t>(h) * ihd, k, ihd), 0.0f);
+    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[static_cast<size_t>(h) * n + w], 0.0f);
     scores[w] = s;
   }
 }
 
 // Per-thread buffers of the attention phase.
 struct Scratch {
-  std::vector<float> entries, z, scores;
+  std::vector<float> entries, z, scores, hw;
   std::vector<int64_t> sel;
 };
 
@@ -79,12 +89,15 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   const float eps = cfg.norm_eps;
 
   // ---- Projections for all rows at once (weights read once per call) ----
-  std::vector<float> qr(N * d.ql), q(N * d.H * d.hd), kv(N * d.hd);
-  matmul(aw.wq_a, x, N, qr.data(), &pool);
+  struct QrTag; struct QTag; struct KvTag; struct OTag; struct UTag;
+  float* qr = workspace<QrTag>(N * d.ql);
+  float* q = workspace<QTag>(N * d.H * d.hd);
+  float* kv = workspace<KvTag>(N * d.hd);
+  matmul(aw.wq_a, x, N, qr, &pool);
   for (size_t t = 0; t < N; ++t) rms_norm(&qr[t * d.ql], aw.q_norm.data(), d.ql, eps, &qr[t * d.ql]);
-  matmul(aw.wq_b, qr.data(), N, q.data(), &pool);
+  matmul(aw.wq_b, qr, N, q, &pool);
   for (size_t i = 0; i < N * d.H; ++i) rms_norm(&q[i * d.hd], nullptr, d.hd, eps, &q[i * d.hd]);
-  matmul(aw.wkv, x, N, kv.data(), &pool);
+  matmul(aw.wkv, x, N, kv, &pool);
   for (size_t t = 0; t < N; ++t) rms_norm(&kv[t * d.hd], aw.kv_norm.data(), d.hd, eps, &kv[t * d.hd]);
 
   std::vector<float> ck, cz, ick, icz, iq, iw;
@@ -103,7 +116,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     matmul(aw.idx_compressor.wgate, x, N, icz.data(), &pool);
     iq.resize(N * d.nI * d.ihd);
     iw.resize(N * d.nI);
-    matmul(aw.idx_wq_b, qr.data(), N, iq.data(), &pool);
+    matmul(aw.idx_wq_b, qr, N, iq.data(), &pool);
     matmul(aw.idx_weights_proj, x, N, iw.data(), &pool);
     const float wscale = 1.0f / std::sqrt(static_cast<float>(d.ihd)) / std::sqrt(static_cast<float>(d.nI));
     for (float& v : iw) v *= wscale;
@@ -166,7 +179,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   }
 
   // ---- Phase B: selection and attention per token (parallel over tokens, or over heads) ----
-  std::vector<float> o(N * d.H * d.hd);
+  float* o = workspace<OTag>(N * d.H * d.hd);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
   std::vector<std::pair<size_t, size_t>> tokens;  // (span, row)
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
@@ -185,13 +198,8 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       sc.scores.resize(n_avail);
       const float* qI = &iq[t * d.nI * d.ihd];
       const float* wI = &iw[t * d.nI];
-      if (parallel) {
-        pool.parallel_for(n_avail, [&](size_t b, size_t e, int) {
-          index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), b, e, sc.scores.data());
-        }, 16);
-      } else {
-        index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), 0, n_avail, sc.scores.data());
-      }
+      index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), n_avail, sc.scores.data(), sc.hw,
+                   parallel ? &pool : nullptr);
       top_k(sc.scores, cfg.index_topk, sc.sel);
     }
   };
@@ -213,24 +221,24 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     }
     return n_ent;
   };
-  // Softmax with the sink in the denominator only, then inverse RoPE of the output.
+  // Softmax with the sink in the denominator only, then inverse RoPE of the output. The scores
+  // of heads [h0, h1) against all entries are computed together; z holds (h1-h0) × n_ent
+  // scores, then probabilities.
   auto attend = [&](size_t t, int64_t pos, Scratch& sc, size_t n_ent, int h0, int h1, float* z) {
     float cs2[256], sn2[256];
     rope.angles(pos, cs2, sn2);
+    const size_t nh = static_cast<size_t>(h1 - h0);
+    dot_rows_seq(&q[(t * d.H + h0) * d.hd], d.hd, nh, sc.entries.data(), d.hd, n_ent, d.hd, z, n_ent);
     for (int h = h0; h < h1; ++h) {
-      const float* qh = &q[(t * d.H + h) * d.hd];
+      float* zh = z + static_cast<size_t>(h - h0) * n_ent;
       float m = -INFINITY;
-      for (size_t j = 0; j < n_ent; ++j) {
-        z[j] = dot(qh, &sc.entries[j * d.hd], d.hd) * scale;
-        m = std::max(m, z[j]);
-      }
+      for (size_t j = 0; j < n_ent; ++j) m = std::max(m, zh[j] *= scale);
       float den = std::exp(aw.attn_sink[h] - m);
-      for (size_t j = 0; j < n_ent; ++j) den += (z[j] = std::exp(z[j] - m));
-      float* oh = &o[(t * d.H + h) * d.hd];
-      std::fill(oh, oh + d.hd, 0.0f);
-      for (size_t j = 0; j < n_ent; ++j) axpy(z[j] / den, &sc.entries[j * d.hd], d.hd, oh);
-      rope_apply(oh + d.nope, cs2, sn2, d.rd / 2, true);
+      for (size_t j = 0; j < n_ent; ++j) den += (zh[j] = std::exp(zh[j] - m));
+      for (size_t j = 0; j < n_ent; ++j) zh[j] /= den;
     }
+    weighted_rows_sum(z, n_ent, nh, sc.entries.data(), d.hd, n_ent, d.hd, &o[(t * d.H + h0) * d.hd], d.hd);
+    for (int h = h0; h < h1; ++h) rope_apply(&o[(t * d.H + h) * d.hd] + d.nope, cs2, sn2, d.rd / 2, true);
   };
   auto pos_of = [&](size_t si, size_t t) { return ctx.spans[si].pos0 + static_cast<int64_t>(t - ctx.spans[si].begin); };
 
@@ -242,7 +250,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
         const int64_t pos = pos_of(si, t);
         select(si, t, pos, sc, false);
         const size_t n_ent = gather(si, t, pos, sc);
-        sc.z.resize(n_ent);
+        sc.z.resize(n_ent * d.H);
         attend(t, pos, sc, n_ent, 0, d.H, sc.z.data());
       }
     });
@@ -254,21 +262,21 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       const size_t n_ent = gather(si, t, pos, sc);
       pool.parallel_for(d.H, [&](size_t h0, size_t h1, int th) {
         std::vector<float>& z = scratch[th].z;
-        z.resize(n_ent);
+        z.resize(n_ent * (h1 - h0));
         attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());
-      });
+      }, 4);
     }
   }
 
   // ---- Grouped output projection: each group of H/G heads → o_lora, then wo_b ----
   const int G = cfg.o_groups;
   const size_t gin = static_cast<size_t>(d.H / G) * d.hd, lora = cfg.o_lora_rank;
-  std::vector<float> u(N * G * lora);
+  float* u = workspace<UTag>(N * G * lora);
   for (int g = 0; g < G; ++g) {
     MatrixView wg = aw.wo_a.row_slice(g * lora, lora);
-    matmul(wg, o.data() + g * gin, d.H * d.hd, N, u.data() + g * lora, G * lora, &pool);
+    matmul(wg, o + g * gin, d.H * d.hd, N, u + g * lora, G * lora, &pool);
   }
-  matmul(aw.wo_b, u.data(), N, out, &pool);
+  matmul(aw.wo_b, u, N, out, &pool);
 }
 
 }  // namespace dsv4

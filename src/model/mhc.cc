@@ -1,9 +1,13 @@
 #include "model/mhc.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
+#include "model/workspace.h"
+#include "util/thread_pool.h"
 
 namespace dsv4 {
 
@@ -18,8 +22,7 @@ void mix_logits(const ModelConfig& cfg, const HcParams& p, const float* h, size_
   matmul(p.fn, h, N, mix, &pool);
   for (size_t t = 0; t < N; ++t) {
     const float* ht = h + t * width;
-    double ss = 0.0;  // double: order-independent, see rms_norm
-    for (size_t i = 0; i < width; ++i) ss += static_cast<double>(ht[i]) * ht[i];
+    const double ss = sum_squares(ht, width);  // double: order-independent, see rms_norm
     const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + cfg.norm_eps);
     for (size_t m = 0; m < p.fn.rows; ++m) mix[t * p.fn.rows + m] *= r;
   }
@@ -61,46 +64,57 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
   const size_t D = cfg.dim, M = p.fn.rows;  // M = (2 + hc)·hc
   std::vector<float> mix(N * M);
   mix_logits(cfg, p, h, N, mix.data(), pool);
-  for (size_t t = 0; t < N; ++t) {
-    const float* mt = mix.data() + t * M;
-    float pre[16];
-    for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mt[j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
-    for (int j = 0; j < hc; ++j) {
-      post[t * hc + j] = 2.0f * sigmoid(mt[hc + j] * p.scale[1] + p.base[hc + j]);
+  auto body = [&](size_t t0, size_t t1, int) {
+    for (size_t t = t0; t < t1; ++t) {
+      const float* mt = mix.data() + t * M;
+      float pre[16];
+      for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mt[j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
+      for (int j = 0; j < hc; ++j) {
+        post[t * hc + j] = 2.0f * sigmoid(mt[hc + j] * p.scale[1] + p.base[hc + j]);
+      }
+      float* ct = comb + t * hc * hc;
+      for (int i = 0; i < hc * hc; ++i) ct[i] = mt[2 * hc + i] * p.scale[2] + p.base[2 * hc + i];
+      sinkhorn(ct, hc, cfg.hc_sinkhorn_iters, cfg.hc_eps);
+      // x = Σ_j pre[j]·h[j] in order j = 0, 1, … (vectorised over d).
+      const float* ht = h + t * hc * D;
+      float* xt = x + t * D;
+      for (size_t d = 0; d < D; ++d) xt[d] = pre[0] * ht[d];
+      for (int j = 1; j < hc; ++j) {
+        const float pj = pre[j];
+        const float* hj = ht + j * D;
+        for (size_t d = 0; d < D; ++d) xt[d] += pj * hj[d];
+      }
     }
-    float* ct = comb + t * hc * hc;
-    for (int i = 0; i < hc * hc; ++i) ct[i] = mt[2 * hc + i] * p.scale[2] + p.base[2 * hc + i];
-    sinkhorn(ct, hc, cfg.hc_sinkhorn_iters, cfg.hc_eps);
-    const float* ht = h + t * hc * D;
-    float* xt = x + t * D;
-    for (size_t d = 0; d < D; ++d) {
-      float s = 0.0f;
-      for (int j = 0; j < hc; ++j) s += pre[j] * ht[j * D + d];
-      xt[d] = s;
-    }
-  }
+  };
+  if (N > 1) pool.parallel_for(N, body); else body(0, N, 0);
 }
 
 void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb,
-             size_t N, float* h) {
+             size_t N, float* h, ThreadPool& pool) {
   const int hc = cfg.hc_mult;
   const size_t D = cfg.dim;
-  std::vector<float> out(hc * D);
-  for (size_t t = 0; t < N; ++t) {
-    float* ht = h + t * hc * D;
-    const float* ot = o + t * D;
-    const float* ct = comb + t * hc * hc;
-    for (int k = 0; k < hc; ++k) {
-      const float pk = post[t * hc + k];
-      float* dst = out.data() + k * D;
-      for (size_t d = 0; d < D; ++d) {
-        float s = pk * ot[d];
-        for (int j = 0; j < hc; ++j) s += ct[j * hc + k] * ht[j * D + d];
-        dst[d] = s;
+  auto body = [&](size_t t0, size_t t1, int) {
+    struct HcPostTag;
+    float* out = workspace<HcPostTag>(hc * D);
+    for (size_t t = t0; t < t1; ++t) {
+      float* ht = h + t * hc * D;
+      const float* ot = o + t * D;
+      const float* ct = comb + t * hc * hc;
+      // out[k] = post[k]·o + Σ_j comb[j,k]·h[j], summed in order j = 0, 1, … (vectorised over d).
+      for (int k = 0; k < hc; ++k) {
+        const float pk = post[t * hc + k];
+        float* dst = out + k * D;
+        for (size_t d = 0; d < D; ++d) dst[d] = pk * ot[d];
+        for (int j = 0; j < hc; ++j) {
+          const float c = ct[j * hc + k];
+          const float* hj = ht + j * D;
+          for (size_t d = 0; d < D; ++d) dst[d] += c * hj[d];
+        }
       }
+      std::copy(out, out + hc * D, ht);
     }
-    std::copy(out.begin(), out.end(), ht);
-  }
+  };
+  if (N > 1) pool.parallel_for(N, body); else body(0, N, 0);
 }
 
 void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N, float* y,
@@ -113,10 +127,11 @@ void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N
     float pre[16];
     for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mix[t * hc + j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
     const float* ht = h + t * hc * D;
-    for (size_t d = 0; d < D; ++d) {
-      float s = 0.0f;
-      for (int j = 0; j < hc; ++j) s += pre[j] * ht[j * D + d];
-      y[t * D + d] = s;
+    float* yt = y + t * D;
+    for (size_t d = 0; d < D; ++d) yt[d] = pre[0] * ht[d];
+    for (int j = 1; j < hc; ++j) {
+      const float pj = pre[j];
+      for (size_t d = 0; d < D; ++d) yt[d] += pj * ht[j * D + d];
     }
   }
 }

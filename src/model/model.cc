@@ -14,6 +14,7 @@
 #include "model/mhc.h"
 #include "model/moe.h"
 #include "model/weights.h"
+#include "model/workspace.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
 
@@ -115,17 +116,20 @@ void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, std
   const ModelConfig& cfg = ctx.cfg;
   const size_t N = ctx.n_rows, D = cfg.dim;
   const int hc = cfg.hc_mult;
-  std::vector<float> x(N * D), y(N * D), post(N * hc), comb(N * hc * hc);
+  struct XTag; struct YTag;
+  float* x = workspace<XTag>(N * D);
+  float* y = workspace<YTag>(N * D);
+  std::vector<float> post(N * hc), comb(N * hc * hc);
 
-  hc_pre(cfg, bw.hc_attn, h.data(), N, x.data(), post.data(), comb.data(), ctx.pool);
+  hc_pre(cfg, bw.hc_attn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
   for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
-  attention_forward(ctx, bw, layer, x.data(), y.data());
-  hc_post(cfg, y.data(), post.data(), comb.data(), N, h.data());
+  attention_forward(ctx, bw, layer, x, y);
+  hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
 
-  hc_pre(cfg, bw.hc_ffn, h.data(), N, x.data(), post.data(), comb.data(), ctx.pool);
+  hc_pre(cfg, bw.hc_ffn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
   for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
-  moe_forward(ctx, bw, x.data(), y.data());
-  hc_post(cfg, y.data(), post.data(), comb.data(), N, h.data());
+  moe_forward(ctx, bw, x, y);
+  hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
 }
 
 float stream_rms(const float* v, size_t n) {
