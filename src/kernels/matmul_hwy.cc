@@ -19,6 +19,7 @@
 // nibbles (odd elements) the next, and x is packed even/odd to match.
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -68,6 +69,30 @@ constexpr size_t kTileBytes = 512 * 1024;
 // hardware stream prefetcher's ramp-up).
 constexpr size_t kPrefetchBytes = 1024;
 constexpr size_t kKBlockBytes = 4096;  // per row of a K block: x panel 6 × 4 KiB stays in L1
+
+// Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`)
+// taken from a shared counter: a thread that is descheduled or slower (another process on the
+// core, a cold page) does not hold up the others as a static split would. Rows of a chunk are
+// contiguous, so every thread still streams disjoint weight rows.
+template <class Body>
+void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, const Body& body) {
+  const size_t nt = pool ? static_cast<size_t>(pool->size()) : 1;
+  const size_t units = (rows + grain - 1) / grain;
+  if (nt <= 1 || units <= 1) {
+    body(size_t{0}, rows);
+    return;
+  }
+  // About 8 chunks per thread (at least one grain each).
+  const size_t chunk = std::max<size_t>(1, units / (nt * 8)) * grain;
+  std::atomic<size_t> next{0};
+  pool->run_on_all([&](int) {
+    for (;;) {
+      const size_t b = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (b >= rows) break;
+      body(b, std::min(rows, b + chunk));
+    }
+  });
+}
 
 }  // namespace dsv4::matmul_detail
 #endif  // DSV4_MATMUL_HWY_SHARED_
@@ -510,17 +535,13 @@ template <class F>
 void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t n, float* y,
          size_t ldy, ThreadPool* pool, bool gemm) {
   const bool parallel = pool && pool->size() > 1 && rows * K * std::max<size_t>(n, 1) >= (1u << 16);
+  ThreadPool* p = parallel ? pool : nullptr;
   if (gemm) {
-    const size_t grain = md::kTileRows;
-    auto body = [&](size_t b, size_t e, int) { GemmRows(f, K, b, e, xp, Kp, n, y, ldy); };
-    if (parallel) pool->parallel_for(rows, body, grain); else body(0, rows, 0);
+    md::ParallelRows(p, rows, md::kTileRows, [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, n, y, ldy); });
   } else {
-    auto body = [&](size_t b, size_t e, int) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); };
-    if (parallel) pool->parallel_for(rows, body, 16); else body(0, rows, 0);
+    md::ParallelRows(p, rows, 16, [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); });
   }
 }
-
-
 
 void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
                 size_t ldy, ThreadPool* pool, bool force_gemm) {
@@ -587,13 +608,10 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
                              : std::ldexp(1.0f, static_cast<int>(e) - 119);
         }
         const Fp8XCtx f{data, K};
-        auto body = [&](size_t b, size_t e, int) {
+        const bool parallel = pool && pool->size() > 1 && rows * K * n >= (1u << 16);
+        md::ParallelRows(parallel ? pool : nullptr, rows, 128, [&](size_t b, size_t e) {
           GemvRowsFp8X(f, fac, ncb, b, e, xp, Kp, n, y, ldy);
-        };
-        if (pool && pool->size() > 1 && rows * K * n >= (1u << 16))
-          pool->parallel_for(rows, body, 16);
-        else
-          body(0, rows, 0);
+        });
         break;
       }
 #endif

@@ -2,6 +2,7 @@
 // splits [0, n) into contiguous chunks, one per thread, so threads stream disjoint weight rows.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <functional>
@@ -36,9 +37,11 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable cv_start_, cv_done_;
   const std::function<void(int)>* job_ = nullptr;
-  size_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  // Workers and the caller spin briefly (a decode step issues hundreds of short parallel
+  // sections) before sleeping on the condition variables.
+  std::atomic<size_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace dsv4
