@@ -62,6 +62,20 @@ inline const float* e8m0_table() {
   return t.v;
 }
 
+// FP4 lookup tables pre-multiplied by every E8M0 scale: t[e][i] = e2m1(i) · 2^(e-127) (the same
+// fp32 products the decoder would form per block; one 64-byte load per block instead).
+struct Fp4ScaledTables {
+  alignas(64) float v[256][16];
+  Fp4ScaledTables() {
+    for (int e = 0; e < 256; ++e)
+      for (int i = 0; i < 16; ++i) v[e][i] = kE2M1ToF32[i] * e8m0_to_f32(static_cast<uint8_t>(e));
+  }
+};
+inline const float* fp4_scaled_tables() {
+  static const Fp4ScaledTables t;
+  return &t.v[0][0];
+}
+
 // Rows per decoded tile, tokens per accumulator block and vectors per K block of the GEMM.
 constexpr size_t kTileRows = 16;
 constexpr size_t kTileBytes = 512 * 1024;
@@ -185,12 +199,14 @@ struct Fp4Fmt {
   size_t K;
   const uint8_t* scales;
   size_t scale_stride;
-  const float* e8m0;
+  const float* tables;  // fp4_scaled_tables()
   struct Aux {
-    float s;
+    const float* t;  // the block's scaled table (16 floats)
   };
   const uint8_t* row_ptr(size_t r) const { return data + r * (K / 2); }
-  Aux aux(size_t r, size_t c) const { return {e8m0[scales[r * scale_stride + (c * kC) / 32]]}; }
+  Aux aux(size_t r, size_t c) const {
+    return {tables + 16 * static_cast<size_t>(scales[r * scale_stride + (c * kC) / 32])};
+  }
   static size_t tail_bytes(size_t elems) { return elems / 2; }
   HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
     const DF df;
@@ -199,13 +215,12 @@ struct Fp4Fmt {
     const auto b = hn::PromoteTo(du, hn::LoadU(d8, p));
     const auto lo = hn::And(b, hn::Set(du, 15u));
     const auto hi = hn::ShiftRight<4>(b);
-    const auto s = hn::Set(df, a.s);
     if constexpr (kN == 16) {
-      const VF tbl = hn::Mul(hn::LoadU(df, kE2M1ToF32), s);
+      const VF tbl = hn::Load(df, a.t);
       out[0] = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, lo));
       out[1] = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hi));
     } else if constexpr (kN == 8) {
-      const VF tbl = hn::Mul(hn::LoadU(df, kE2M1ToF32), s);  // magnitudes 0..7
+      const VF tbl = hn::Load(df, a.t);  // magnitudes 0..7, scaled
       const auto m7 = hn::Set(du, 7u), m8 = hn::Set(du, 8u);
       const VF mlo = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hn::And(lo, m7)));
       const VF mhi = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, hn::And(hi, m7)));
@@ -213,8 +228,8 @@ struct Fp4Fmt {
       out[1] = hn::BitCast(df, hn::Or(hn::BitCast(du, mhi), hn::ShiftLeft<28>(hn::And(hi, m8))));
     } else {
       const DI di;
-      out[0] = hn::Mul(hn::GatherIndex(df, kE2M1ToF32, hn::BitCast(di, lo)), s);
-      out[1] = hn::Mul(hn::GatherIndex(df, kE2M1ToF32, hn::BitCast(di, hi)), s);
+      out[0] = hn::GatherIndex(df, a.t, hn::BitCast(di, lo));
+      out[1] = hn::GatherIndex(df, a.t, hn::BitCast(di, hi));
     }
   }
 };
@@ -256,8 +271,9 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
   };
   for (size_t c = 0; c < nfull; ++c) {
     VF w[R][F::kVecs];
+    const bool pf = (c * F::kChunkBytes) % 64 == 0;  // one prefetch per cache line
     for (size_t r = 0; r < R; ++r) {
-      hwy::Prefetch(base[r] + c * F::kChunkBytes + md::kPrefetchBytes);
+      if (pf) hwy::Prefetch(base[r] + c * F::kChunkBytes + md::kPrefetchBytes);
       f.decode(base[r] + c * F::kChunkBytes, f.aux(r0 + r, c), w[r]);
     }
     fma_chunk(c, w);
@@ -434,7 +450,7 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
       const uint8_t* ptr[R];
       for (size_t r = 0; r < R; ++r) {
         ptr[r] = base[r] + c * kC;
-        hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
+        if ((c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
       }
       chunk(c, ptr);
     }
@@ -622,8 +638,8 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       break;
     }
     case WeightFormat::kFp4Block32:
-      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::e8m0_table()}, rows, K, xp, Kp, n, y,
-          ldy, pool, gemm);
+      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xp, Kp, n,
+          y, ldy, pool, gemm);
       break;
   }
 }
