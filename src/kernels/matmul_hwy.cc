@@ -99,7 +99,7 @@ void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, const Body& body)
   // About 8 chunks per thread (at least one grain each).
   const size_t chunk = std::max<size_t>(1, units / (nt * 8)) * grain;
   std::atomic<size_t> next{0};
-  pool->run_on_all([&](int) {
+  pool->run_elastic([&](int) {
     for (;;) {
       const size_t b = next.fetch_add(chunk, std::memory_order_relaxed);
       if (b >= rows) break;

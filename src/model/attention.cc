@@ -55,9 +55,9 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
   if (n <= 0) return;
   hw.resize(static_cast<size_t>(nI) * n);
   if (pool && n >= 64) {
-    pool->parallel_for(static_cast<size_t>(n), [&](size_t b, size_t e, int) {
+    pool->parallel_for_dynamic(static_cast<size_t>(n), [&](size_t b, size_t e, int) {
       dot_rows_seq(qI, ihd, nI, keys + b * ihd, ihd, e - b, ihd, hw.data() + b, n);
-    }, 16);
+    }, 64);
   } else {
     dot_rows_seq(qI, ihd, nI, keys, ihd, n, ihd, hw.data(), n);
   }
@@ -243,7 +243,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   auto pos_of = [&](size_t si, size_t t) { return ctx.spans[si].pos0 + static_cast<int64_t>(t - ctx.spans[si].begin); };
 
   if (per_token) {
-    pool.parallel_for(tokens.size(), [&](size_t b, size_t e, int th) {
+    pool.parallel_for_dynamic(tokens.size(), [&](size_t b, size_t e, int th) {
       Scratch& sc = scratch[th];
       for (size_t i = b; i < e; ++i) {
         const auto [si, t] = tokens[i];
@@ -260,7 +260,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       const int64_t pos = pos_of(si, t);
       select(si, t, pos, sc, true);
       const size_t n_ent = gather(si, t, pos, sc);
-      pool.parallel_for(d.H, [&](size_t h0, size_t h1, int th) {
+      pool.parallel_for_dynamic(d.H, [&](size_t h0, size_t h1, int th) {
         std::vector<float>& z = scratch[th].z;
         z.resize(n_ent * (h1 - h0));
         attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());

@@ -86,7 +86,7 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
       }
     }
   };
-  if (N > 1) pool.parallel_for(N, body); else body(0, N, 0);
+  if (N > 1) pool.parallel_for_dynamic(N, body, 8); else body(0, N, 0);
 }
 
 void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb,
@@ -114,7 +114,7 @@ void hc_post(const ModelConfig& cfg, const float* o, const float* post, const fl
       std::copy(out, out + hc * D, ht);
     }
   };
-  if (N > 1) pool.parallel_for(N, body); else body(0, N, 0);
+  if (N > 1) pool.parallel_for_dynamic(N, body, 8); else body(0, N, 0);
 }
 
 void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N, float* y,

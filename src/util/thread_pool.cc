@@ -49,6 +49,12 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
+namespace {
+constexpr uint64_t kClosed = uint64_t{1} << 31;
+constexpr uint64_t kCountMask = kClosed - 1;
+inline uint64_t elastic_tag(size_t gen) { return static_cast<uint64_t>(gen & 0xffffffffu) << 32; }
+}  // namespace
+
 void ThreadPool::worker_loop(int index) {
   size_t seen = 0;
   for (;;) {
@@ -58,14 +64,82 @@ void ThreadPool::worker_loop(int index) {
       cv_start_.wait(lock, ready);
     }
     if (stop_.load(std::memory_order_acquire)) return;
-    seen = generation_.load(std::memory_order_acquire);
-    const std::function<void(int)>* job = job_;
+    // Read the job of one generation consistently (the caller publishes job and mode, then
+    // bumps the generation; an elastic caller may already have moved on to the next one).
+    size_t gen;
+    const std::function<void(int)>* job;
+    bool elastic;
+    for (;;) {
+      gen = generation_.load();
+      job = job_.load();
+      elastic = elastic_.load();
+      if (generation_.load() == gen) break;
+    }
+    seen = gen;
+    if (!elastic) {
+      (*job)(index);
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard<std::mutex> lock(mu_);
+        cv_done_.notify_one();
+      }
+      continue;
+    }
+    uint64_t st = elastic_state_.load();
+    bool entered = false;
+    while ((st & ~(kClosed | kCountMask)) == elastic_tag(gen) && !(st & kClosed)) {
+      if (elastic_state_.compare_exchange_weak(st, st + 1)) {
+        entered = true;
+        break;
+      }
+    }
+    if (!entered) continue;
     (*job)(index);
-    if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    if ((elastic_state_.fetch_sub(1) & (kClosed | kCountMask)) == (kClosed | 1)) {
       std::lock_guard<std::mutex> lock(mu_);
       cv_done_.notify_one();
     }
   }
+}
+
+void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
+  if (workers_.empty()) {
+    fn(0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const size_t gen = generation_.load() + 1;
+    job_.store(&fn);
+    elastic_.store(true);
+    elastic_state_.store(elastic_tag(gen));
+    generation_.store(gen);
+  }
+  cv_start_.notify_all();
+  fn(0);
+  elastic_state_.fetch_or(kClosed);
+  auto done = [&] { return (elastic_state_.load() & kCountMask) == 0; };
+  if (!spin_until(done, kSpinMicros)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_done_.wait(lock, done);
+  }
+}
+
+void ThreadPool::parallel_for_dynamic(size_t n, const std::function<void(size_t, size_t, int)>& fn,
+                                      size_t grain) {
+  if (n == 0) return;
+  grain = std::max<size_t>(grain, 1);
+  if (workers_.empty() || n <= grain) {
+    fn(0, n, 0);
+    return;
+  }
+  std::atomic<size_t> next{0};
+  run_elastic([&](int t) {
+    for (;;) {
+      const size_t b = next.fetch_add(grain, std::memory_order_relaxed);
+      if (b >= n) break;
+      fn(b, std::min(n, b + grain), t);
+    }
+  });
 }
 
 void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
@@ -75,9 +149,10 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    job_ = &fn;
-    pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_release);
+    job_.store(&fn);
+    elastic_.store(false);
+    pending_.store(static_cast<int>(workers_.size()));
+    generation_.fetch_add(1);
   }
   cv_start_.notify_all();
   fn(0);
@@ -86,7 +161,6 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     std::unique_lock<std::mutex> lock(mu_);
     cv_done_.wait(lock, done);
   }
-  job_ = nullptr;
 }
 
 void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn,
