@@ -119,7 +119,9 @@ int run_bench(int argc, char** argv) {
   double prefill_flops = 0;
   for (int i = 0; i < n_prompt; ++i) {  // FLOPs of each position, at its own depth
     const auto c = model->token_cost(s);
-    prefill_flops += 2.0 * (c.weight_macs + c.attention_macs);
+    // Only the last position's logits are computed (the LM head is not run for the others).
+    const double out_macs = i + 1 == n_prompt ? 0.0 : c.output_macs;
+    prefill_flops += 2.0 * (c.weight_macs - out_macs + c.attention_macs);
     s.n_past++;
   }
   s = model->new_sequence();

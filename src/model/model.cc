@@ -61,6 +61,7 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
   };
   add(w_->head);
   add(w_->hc_head.fn);
+  tc.output_macs = tc.weight_macs;
   tc.weight_bytes += static_cast<size_t>(c.dim) * 2;  // one embedding row
   const int64_t pos = seq.n_past;                      // position of the next token
   const size_t kvb = seq.kv_codec().entry_bytes(), ixb = seq.index_codec().entry_bytes();

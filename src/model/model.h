@@ -69,6 +69,9 @@ class Model {
   struct TokenCost {
     size_t weight_bytes = 0, kv_bytes = 0;
     double weight_macs = 0, attention_macs = 0;
+    // Part of weight_macs spent on the output (hc_head + LM head): only rows that return logits
+    // pay it (in a prefill, usually just the last one).
+    double output_macs = 0;
   };
   TokenCost token_cost(const SequenceState& seq) const;
 
