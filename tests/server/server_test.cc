@@ -827,16 +827,17 @@ TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
   synth_checkpoint(so);
   ServerProc srv;
   srv.start({"-m", dir.path().string(), "--port", "0", "-np", "1", "--queue", "1", "-c", "4096", "-t", "2",
-             "--timeout", "3"});
+             "--timeout", "10"});
   auto body = [](int n) {
     return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}, {"max_tokens", n}, {"temperature", 0}};
   };
   std::atomic<int> ok{0}, busy{0};
   std::vector<std::thread> th;
+  // Four requests at once against one slot and a queue of one: two are taken (running + queued,
+  // each short enough to finish well inside the time limit even under sanitizers), the rest get 503.
   for (int i = 0; i < 4; ++i) {
-    th.emplace_back([&, i] {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100 * i));
-      Reply r = post(srv.port, "/v1/chat/completions", body(60), "");
+    th.emplace_back([&] {
+      Reply r = post(srv.port, "/v1/chat/completions", body(16), "");
       if (r.status == 200) ++ok;
       if (r.status == 503) {
         ++busy;
@@ -850,7 +851,7 @@ TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
   for (auto& t : th) t.join();
   EXPECT_GE(ok.load(), 2);
   EXPECT_GE(busy.load(), 1);
-  // Generation that cannot finish in 3 s → 504, and the slot is freed.
+  // Generation that cannot finish in 10 s (3000 tokens) → 504, and the slot is freed.
   Reply t = post(srv.port, "/v1/chat/completions", body(3000), "");
   expect_openai_error(t, 504);
   EXPECT_EQ(post(srv.port, "/v1/chat/completions", body(2), "").status, 200);
