@@ -13,6 +13,7 @@
 #include "kernels/membench.h"
 #include "model/model.h"
 #include "util/error.h"
+#include "util/process_stats.h"
 #include "util/thread_pool.h"
 
 namespace dsv4::cli {
@@ -22,15 +23,6 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
-size_t rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
 }
 
 std::vector<int64_t> parse_depths(const std::string& s) {
@@ -80,11 +72,11 @@ int run_bench(int argc, char** argv) {
   ThreadPool pool(threads);
 
   // Load: mapped, validated, nothing copied.
-  const size_t rss0 = rss_bytes();
+  const size_t rss0 = resident_set_bytes();
   const auto t_load = Clock::now();
   auto model = Model::load(model_dir);
   const double load_s = seconds_since(t_load);
-  const size_t rss_load = rss_bytes();
+  const size_t rss_load = resident_set_bytes();
   const ModelConfig& cfg = model->config();
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
@@ -156,7 +148,7 @@ int run_bench(int argc, char** argv) {
     r.gb_s = bytes / sec / 1e9;
     rows.push_back(r);
   }
-  const size_t rss_end = rss_bytes();
+  const size_t rss_end = resident_set_bytes();
   const DecodeRow& d0 = rows.front();
 
   if (json_out) {

@@ -9,19 +9,11 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "test_support.h"
+#include "util/process_stats.h"
 #include "util/thread_pool.h"
 
 namespace dsv4::test {
 namespace {
-
-size_t rss_bytes() {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
-  }
-  return 0;
-}
 
 TEST(Memory, LoadMapsWeightsInPlace) {
   // The largest golden checkpoint.
@@ -37,9 +29,9 @@ TEST(Memory, LoadMapsWeightsInPlace) {
       biggest = r;
     }
   }
-  const size_t before = rss_bytes();
+  const size_t before = resident_set_bytes();
   auto m = Model::load(biggest.dir.string());
-  const size_t after_load = rss_bytes();
+  const size_t after_load = resident_set_bytes();
   ThreadPool pool(2);
   SequenceState s = m->new_sequence();
   BatchItem it;
@@ -47,7 +39,7 @@ TEST(Memory, LoadMapsWeightsInPlace) {
   it.tokens = biggest.ids;
   ForwardResult res;
   m->forward(std::span<const BatchItem>(&it, 1), pool, res);
-  const size_t after_prefill = rss_bytes();
+  const size_t after_prefill = resident_set_bytes();
   std::printf("[memory] %s: checkpoint %.1f MB; RSS before load %.1f MB, after load %.1f MB (+%.1f), after %zu-token "
               "prefill %.1f MB\n",
               biggest.config.c_str(), biggest_bytes / 1e6, before / 1e6, after_load / 1e6,
