@@ -158,30 +158,22 @@ struct Binder {
     std::memcpy(owned->back().data(), t.data, t.nbytes);
     return owned->back().data();
   }
-  MatrixView fp8(const std::string& m) const {
+  // A quantised matrix: `<m>.weight` codes plus `<m>.scale` E8M0 scales. FP4 packs two codes per
+  // byte, so its logical width is twice the stored one.
+  MatrixView quantized(const std::string& m, WeightFormat format) const {
     const TensorInfo& w = get(m + ".weight");
     const TensorInfo& s = get(m + ".scale");
     MatrixView v;
-    v.format = WeightFormat::kFp8Block128;
+    v.format = format;
     v.rows = w.shape[0];
-    v.cols = w.shape[1];
+    v.cols = w.shape[1] * (format == WeightFormat::kFp4Block32 ? 2 : 1);
     v.data = w.data;
     v.scales = s.data;
     v.scale_stride = s.shape[1];
     return v;
   }
-  MatrixView fp4(const std::string& m) const {
-    const TensorInfo& w = get(m + ".weight");
-    const TensorInfo& s = get(m + ".scale");
-    MatrixView v;
-    v.format = WeightFormat::kFp4Block32;
-    v.rows = w.shape[0];
-    v.cols = w.shape[1] * 2;
-    v.data = w.data;
-    v.scales = s.data;
-    v.scale_stride = s.shape[1];
-    return v;
-  }
+  MatrixView fp8(const std::string& m) const { return quantized(m, WeightFormat::kFp8Block128); }
+  MatrixView fp4(const std::string& m) const { return quantized(m, WeightFormat::kFp4Block32); }
   MatrixView plain(const std::string& n) const {
     const TensorInfo& t = get(n);
     MatrixView v;
