@@ -136,24 +136,38 @@ struct F32Fmt {
   struct Aux {};
   const uint8_t* row_ptr(size_t r) const { return data + r * K * 4; }
   Aux aux(size_t, size_t) const { return {}; }
+  void prefetch_aux(size_t) const {}
   static size_t tail_bytes(size_t elems) { return elems * 4; }
   HWY_INLINE void decode(const uint8_t* p, Aux, VF* out) const {
     out[0] = hn::LoadU(DF(), reinterpret_cast<const float*>(p));
   }
 };
 
+// BF16 chunks are 2N elements from one full-width load, widened half by half (sequential
+// lane order, like a widening load per N elements but one load instruction per 64 bytes).
 struct BF16Fmt {
-  static constexpr size_t kC = kN, kVecs = 1, kChunkBytes = kN * 2;
+  static constexpr size_t kC = 2 * kN, kVecs = 2, kChunkBytes = kN * 4;
   const uint8_t* data;
   size_t K;
   struct Aux {};
   const uint8_t* row_ptr(size_t r) const { return data + r * K * 2; }
   Aux aux(size_t, size_t) const { return {}; }
+  void prefetch_aux(size_t) const {}
   static size_t tail_bytes(size_t elems) { return elems * 2; }
   HWY_INLINE void decode(const uint8_t* p, Aux, VF* out) const {
+    const DU du;
+    const auto* p16 = reinterpret_cast<const uint16_t*>(p);
+#if HWY_TARGET == HWY_SCALAR
     const hn::Rebind<uint16_t, DF> d16;
-    const auto u = hn::PromoteTo(DU(), hn::LoadU(d16, reinterpret_cast<const uint16_t*>(p)));
-    out[0] = hn::BitCast(DF(), hn::ShiftLeft<16>(u));
+    out[0] = hn::BitCast(DF(), hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, p16))));
+    out[1] = hn::BitCast(DF(), hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LoadU(d16, p16 + 1))));
+#else
+    const hn::Repartition<uint16_t, DF> d16;
+    const hn::Half<decltype(d16)> d16h;
+    const auto v = hn::LoadU(d16, p16);
+    out[0] = hn::BitCast(DF(), hn::ShiftLeft<16>(hn::PromoteTo(du, hn::LowerHalf(d16h, v))));
+    out[1] = hn::BitCast(DF(), hn::ShiftLeft<16>(hn::PromoteTo(du, hn::UpperHalf(d16h, v))));
+#endif
   }
 };
 
@@ -172,6 +186,7 @@ struct Fp8Fmt {
   };
   const uint8_t* row_ptr(size_t r) const { return data + r * K; }
   Aux aux(size_t r, size_t c) const { return {fac[(r / 128) * ncb + (c * kC) / 128]}; }
+  void prefetch_aux(size_t) const {}
   static size_t tail_bytes(size_t elems) { return elems; }
   HWY_INLINE VF decode1(const uint8_t* p, float f) const {
     const DI di;
@@ -206,6 +221,12 @@ struct Fp4Fmt {
   const uint8_t* row_ptr(size_t r) const { return data + r * (K / 2); }
   Aux aux(size_t r, size_t c) const {
     return {tables + 16 * static_cast<size_t>(scales[r * scale_stride + (c * kC) / 32])};
+  }
+  // The scale rows are a second stream per weight row: fetched ahead, or every chunk's table
+  // lookup waits on a DRAM miss.
+  void prefetch_aux(size_t r) const {
+    const uint8_t* p = scales + r * scale_stride;
+    for (size_t b = 0; b < scale_stride; b += 64) hwy::Prefetch(p + b);
   }
   static size_t tail_bytes(size_t elems) { return elems / 2; }
   HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
@@ -269,6 +290,7 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
       }
     }
   };
+  for (size_t r = 0; r < R; ++r) f.prefetch_aux(r0 + R + r);  // the next block's scales
   for (size_t c = 0; c < nfull; ++c) {
     VF w[R][F::kVecs];
     const bool pf = (c * F::kChunkBytes) % 64 == 0;  // one prefetch per cache line
@@ -299,6 +321,8 @@ template <class F>
 void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
               float* y, size_t ldy) {
   size_t r = b;
+  if (n == 1)  // more rows in flight: one token leaves registers for 8 accumulators
+    for (; r + 2 * kR <= e; r += 2 * kR) GemvBlock<F, 2 * kR, 1>(f, K, r, xp, Kp, y, ldy);
   for (; r + kR <= e; r += kR)
     for (size_t t0 = 0; t0 < n; t0 += kTMax)
       GemvDispatch<F, kR>(std::min(kTMax, n - t0), f, K, r, xp + t0 * Kp, Kp, y + t0 * ldy, ldy);
@@ -309,14 +333,15 @@ void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 
 // ---- GEMM (prefill): decoded fp32 tile + register-blocked microkernel.
 
-// Decodes rows [r0, r0+nr) into tile (row stride Kp floats, same lane order as the packed x).
+// Decodes rows [r0, r0+nr) into tile (row stride ldp floats, same lane order as the packed x).
 template <class F>
-void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp) {
+void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp,
+                 size_t ldp) {
   const DF df;
   const size_t nchunks = (K + F::kC - 1) / F::kC;
   for (size_t r = 0; r < nr; ++r) {
     const uint8_t* row = f.row_ptr(r0 + r);
-    float* dst = tile + r * Kp;
+    float* dst = tile + r * ldp;
     for (size_t c = 0; c < nchunks; ++c) {
       VF w[F::kVecs];
       DecodeChunk(f, row, r0 + r, c, K, w);
@@ -353,36 +378,38 @@ HWY_INLINE void MicroDispatch(size_t nt, const float* w, const float* x, size_t 
   if constexpr (T > 1) MicroDispatch<R, T - 1>(nt, w, x, Kp, v0, v1, acc, acc_rs);
 }
 
+// x rows and tile rows are ldp floats apart (Kp plus one vector): with a stride that is a
+// multiple of 4 KiB every row of the microkernel's operands would fall into the same L1 sets.
 template <class F>
-void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
-              float* y, size_t ldy) {
+void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t ldp,
+              size_t n, float* y, size_t ldy) {
   const DF df;
   // Rows per tile: a multiple of kR, tile ≤ kTileBytes (at least kR rows).
-  size_t rb = std::min<size_t>(md::kTileRows, md::kTileBytes / (Kp * sizeof(float)));
+  size_t rb = std::min<size_t>(md::kTileRows, md::kTileBytes / (ldp * sizeof(float)));
   rb = std::max(kR, rb / kR * kR);
   const size_t tb = 4 * kTMax;             // tokens per accumulator block
   const size_t kb = std::max<size_t>(1, md::kKBlockBytes / (kN * sizeof(float)));  // vectors
   const size_t nv = Kp / kN;
   thread_local md::Scratch tile_s, acc_s;
-  float* tile = tile_s.get(rb * Kp);
+  float* tile = tile_s.get(rb * ldp);
   float* acc = acc_s.get(rb * tb * kN);
   for (size_t rt = b; rt < e; rt += rb) {
     const size_t nr = std::min(rb, e - rt);
-    ConvertTile(f, K, rt, nr, tile, Kp);
+    ConvertTile(f, K, rt, nr, tile, Kp, ldp);
     for (size_t t0 = 0; t0 < n; t0 += tb) {
       const size_t nt = std::min(tb, n - t0);
       std::fill(acc, acc + rb * tb * kN, 0.0f);
-      const float* xb = xp + t0 * Kp;
+      const float* xb = xp + t0 * ldp;
       for (size_t v0 = 0; v0 < nv; v0 += kb) {
         const size_t v1 = std::min(nv, v0 + kb);
         for (size_t tg = 0; tg < nt; tg += kTMax) {
           const size_t tt = std::min(kTMax, nt - tg);
           size_t rg = 0;
           for (; rg + kR <= nr; rg += kR)
-            MicroDispatch<kR>(tt, tile + rg * Kp, xb + tg * Kp, Kp, v0, v1,
+            MicroDispatch<kR>(tt, tile + rg * ldp, xb + tg * ldp, ldp, v0, v1,
                               acc + (rg * tb + tg) * kN, tb);
           for (; rg < nr; ++rg)
-            MicroDispatch<1>(tt, tile + rg * Kp, xb + tg * Kp, Kp, v0, v1,
+            MicroDispatch<1>(tt, tile + rg * ldp, xb + tg * ldp, ldp, v0, v1,
                              acc + (rg * tb + tg) * kN, tb);
         }
       }
@@ -500,6 +527,8 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
                     df, xs + t * Kp + k);
     }
     const size_t block_end = std::min(e, (rb + 1) * 128);
+    if (n == 1)
+      for (; r + 2 * kR <= block_end; r += 2 * kR) GemvBlockFp8X<2 * kR, 1>(f, r, xs, Kp, y, ldy);
     for (; r + kR <= block_end; r += kR)
       for (size_t t0 = 0; t0 < n; t0 += kTMax)
         GemvFp8XDispatch<kR>(std::min(kTMax, n - t0), f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy);
@@ -548,12 +577,12 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
 // ---- Driver.
 
 template <class F>
-void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t n, float* y,
+void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t ldp, size_t n, float* y,
          size_t ldy, ThreadPool* pool, bool gemm) {
   const bool parallel = pool && pool->size() > 1 && rows * K * std::max<size_t>(n, 1) >= (1u << 16);
   ThreadPool* p = parallel ? pool : nullptr;
   if (gemm) {
-    md::ParallelRows(p, rows, md::kTileRows, [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, n, y, ldy); });
+    md::ParallelRows(p, rows, md::kTileRows, [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, ldp, n, y, ldy); });
   } else {
     md::ParallelRows(p, rows, 16, [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); });
   }
@@ -569,14 +598,17 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   }
   const bool fp4 = w.format == WeightFormat::kFp4Block32;
   const bool fp8 = w.format == WeightFormat::kFp8Block128;
-  const size_t C = (fp4 || fp8) ? 2 * kN : kN;
+  const bool bf16 = w.format == WeightFormat::kBF16;
+  const size_t C = (fp4 || fp8 || bf16) ? 2 * kN : kN;
   const size_t Kp = (K + C - 1) / C * C;
+  const bool gemm = force_gemm || n >= kMatmulGemmMinTokens;
+  const size_t ldp = gemm ? Kp + kN : Kp;  // see GemmRows
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
   thread_local md::Scratch xs, fs;
-  float* xp = xs.get(n * Kp);
+  float* xp = xs.get(n * ldp);
   for (size_t t = 0; t < n; ++t) {
     const float* src = x + t * ldx;
-    float* dst = xp + t * Kp;
+    float* dst = xp + t * ldp;
     if (!fp4) {
       std::memcpy(dst, src, K * sizeof(float));
       std::fill(dst + K, dst + Kp, 0.0f);
@@ -590,14 +622,13 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       }
     }
   }
-  const bool gemm = force_gemm || n >= kMatmulGemmMinTokens;
   const auto* data = static_cast<const uint8_t*>(w.data);
   switch (w.format) {
     case WeightFormat::kF32:
-      Run(F32Fmt{data, K}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      Run(F32Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
       break;
     case WeightFormat::kBF16:
-      Run(BF16Fmt{data, K}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+      Run(BF16Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
       break;
     case WeightFormat::kFp8Block128: {
       const size_t nrb = (rows + 127) / 128, ncb = (K + 127) / 128;
@@ -632,14 +663,14 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       }
 #endif
       if (two_mul)
-        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
       else
-        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, n, y, ldy, pool, gemm);
+        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
       break;
     }
     case WeightFormat::kFp4Block32:
-      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xp, Kp, n,
-          y, ldy, pool, gemm);
+      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xp, Kp, ldp,
+          n, y, ldy, pool, gemm);
       break;
   }
 }
