@@ -351,14 +351,16 @@ void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t
   }
 }
 
-// acc slots: acc + (r * acc_rs + t) * kN. Vectors [v0, v1) of the rows/tokens.
+// acc slots: acc + (r * acc_rs + t) * kN. Vectors [v0, v1) of the rows/tokens; the first K
+// block (v0 == 0) starts from zero instead of loading the slots.
 template <size_t R, size_t T>
 HWY_NOINLINE void Micro(const float* w, const float* x, size_t Kp, size_t v0, size_t v1,
                         float* acc, size_t acc_rs) {
   const DF df;
   VF a[R][T];
   for (size_t r = 0; r < R; ++r)
-    for (size_t t = 0; t < T; ++t) a[r][t] = hn::Load(df, acc + (r * acc_rs + t) * kN);
+    for (size_t t = 0; t < T; ++t)
+      a[r][t] = v0 == 0 ? hn::Zero(df) : hn::Load(df, acc + (r * acc_rs + t) * kN);
   for (size_t v = v0; v < v1; ++v) {
     VF wv[R];
     for (size_t r = 0; r < R; ++r) wv[r] = hn::Load(df, w + r * Kp + v * kN);
@@ -398,7 +400,6 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
     ConvertTile(f, K, rt, nr, tile, Kp, ldp);
     for (size_t t0 = 0; t0 < n; t0 += tb) {
       const size_t nt = std::min(tb, n - t0);
-      std::fill(acc, acc + rb * tb * kN, 0.0f);
       const float* xb = xp + t0 * ldp;
       for (size_t v0 = 0; v0 < nv; v0 += kb) {
         const size_t v1 = std::min(nv, v0 + kb);

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/matmul.h"
+#include "model/workspace.h"
 #include "util/thread_pool.h"
 
 namespace dsv4 {
@@ -17,9 +18,10 @@ namespace {
 void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale, float limit,
                    float* y, ThreadPool& pool) {
   const size_t I = e.w1.rows;
-  std::vector<float> g(n * I), u(n * I);
-  matmul(e.w1, x, n, g.data(), &pool);
-  matmul(e.w3, x, n, u.data(), &pool);
+  float* g = workspace<struct ExpertGateTag>(n * I);
+  float* u = workspace<struct ExpertUpTag>(n * I);
+  matmul(e.w1, x, n, g, &pool);
+  matmul(e.w3, x, n, u, &pool);
   for (size_t t = 0; t < n; ++t) {
     const float s = scale ? scale[t] : 1.0f;
     for (size_t i = 0; i < I; ++i) {
@@ -31,7 +33,7 @@ void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float
       g[t * I + i] = gv / (1.0f + std::exp(-gv)) * uv * s;
     }
   }
-  matmul(e.w2, g.data(), n, y, &pool);
+  matmul(e.w2, g, n, y, &pool);
 }
 
 float sqrt_softplus(float l) {
@@ -81,26 +83,25 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
     for (int k = 0; k < K; ++k) rows[sel[t * K + k]].push_back({t, wsel[t * K + k]});
   }
   std::fill(out, out + N * D, 0.0f);
-  std::vector<float> xe, we, ye;
+  float* xe = workspace<struct ExpertInTag>(N * D);
+  float* ye = workspace<struct ExpertOutTag>(N * D);
+  std::vector<float> we;
   for (int e = 0; e < E; ++e) {
     const auto& r = rows[e];
     if (r.empty()) continue;
-    xe.resize(r.size() * D);
     we.resize(r.size());
-    ye.resize(r.size() * D);
     for (size_t i = 0; i < r.size(); ++i) {
       std::copy(x + r[i].first * D, x + (r[i].first + 1) * D, &xe[i * D]);
       we[i] = r[i].second;
     }
-    swiglu_expert(mw.experts[e], xe.data(), r.size(), we.data(), cfg.swiglu_limit, ye.data(), ctx.pool);
+    swiglu_expert(mw.experts[e], xe, r.size(), we.data(), cfg.swiglu_limit, ye, ctx.pool);
     for (size_t i = 0; i < r.size(); ++i) {
       float* dst = out + r[i].first * D;
       for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
     }
   }
   if (mw.has_shared) {
-    ye.resize(N * D);
-    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ye.data(), ctx.pool);
+    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ye, ctx.pool);
     for (size_t i = 0; i < N * D; ++i) out[i] += ye[i];
   }
 }
