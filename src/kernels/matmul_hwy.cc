@@ -333,6 +333,31 @@ void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 
 // ---- GEMM (prefill): decoded fp32 tile + register-blocked microkernel.
 
+#if HWY_TARGET <= HWY_AVX3
+// Horizontal sums of 16 accumulators at once (lane o = the sum of a[o]) with exactly the additions
+// of SumOfLanes, i.e. _mm512_reduce_add_ps: 256-bit halves, 128-bit halves, 64-bit halves, then the
+// two remaining lanes. So a row's result does not depend on which path reduced it, and 16 sums
+// cost about 50 instructions instead of 16 serial reduction chains.
+HWY_INLINE VF SumOfLanes16(const VF* a) {
+  __m512 p[8], q[4], r[2];
+  for (int k = 0; k < 8; ++k)  // [a(2k) lo256 + hi256 | a(2k+1) lo256 + hi256]
+    p[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * k].raw, a[2 * k + 1].raw, 0x44),
+                         _mm512_shuffle_f32x4(a[2 * k].raw, a[2 * k + 1].raw, 0xEE));
+  for (int m = 0; m < 4; ++m)  // block j = output 4m + j, 128-bit halves added
+    q[m] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * m], p[2 * m + 1], 0x88),
+                         _mm512_shuffle_f32x4(p[2 * m], p[2 * m + 1], 0xDD));
+  for (int n = 0; n < 2; ++n) {  // block j: [d(8n+j) 0..1, d(8n+4+j) 0..1], 64-bit halves added
+    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
+    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
+    r[n] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
+  }
+  // Lane 4j + k holds output 4k + j after the last addition; permute into output order.
+  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xDD));
+  const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+  return VF{_mm512_permutexvar_ps(idx, e)};
+}
+#endif
+
 // Decodes rows [r0, r0+nr) into tile (row stride ldp floats, same lane order as the packed x).
 template <class F>
 void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp,
@@ -414,10 +439,19 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
                              acc + (rg * tb + tg) * kN, tb);
         }
       }
-      for (size_t r = 0; r < nr; ++r)
-        for (size_t t = 0; t < nt; ++t)
-          y[(t0 + t) * ldy + rt + r] =
-              hn::GetLane(hn::SumOfLanes(df, hn::Load(df, acc + (r * tb + t) * kN)));
+      for (size_t t = 0; t < nt; ++t) {
+        float* yt = y + (t0 + t) * ldy + rt;
+        size_t r = 0;
+#if HWY_TARGET <= HWY_AVX3
+        for (; r + 16 <= nr; r += 16) {
+          VF v[16];
+          for (size_t i = 0; i < 16; ++i) v[i] = hn::Load(df, acc + ((r + i) * tb + t) * kN);
+          hn::StoreU(SumOfLanes16(v), df, yt + r);
+        }
+#endif
+        for (; r < nr; ++r)
+          yt[r] = hn::GetLane(hn::SumOfLanes(df, hn::Load(df, acc + (r * tb + t) * kN)));
+      }
     }
   }
 }
