@@ -86,6 +86,12 @@ constexpr size_t kPrefetchBytes = 1024;
 // (whole rows at V4 widths) beat 1-4 KiB ones by ~8%: the accumulator spills and restarts of
 // short blocks cost more than the L1 reuse of the x panel gains.
 constexpr size_t kKBlockBytes = 16384;
+// The register-decoding GEMV walks its tokens in blocks whose packed x (≤ this many bytes) stays
+// in L2 while the thread's rows stream past; without blocks, each group of rows re-reads all of x.
+constexpr size_t kGemvXBlockBytes = 384 * 1024;
+inline size_t GemvTokenBlock(size_t Kp, size_t group) {
+  return std::max(group, kGemvXBlockBytes / (Kp * sizeof(float)) / group * group);
+}
 
 // Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`)
 // taken from a shared counter: a thread that is descheduled or slower (another process on the
@@ -323,15 +329,23 @@ HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const f
 template <class F>
 void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
               float* y, size_t ldy) {
-  size_t r = b;
-  if (n == 1)  // more rows in flight: one token leaves registers for 8 accumulators
-    for (; r + 2 * kR <= e; r += 2 * kR) GemvBlock<F, 2 * kR, 1>(f, K, r, xp, Kp, y, ldy);
-  for (; r + kR <= e; r += kR)
-    for (size_t t0 = 0; t0 < n; t0 += kTMax)
-      GemvDispatch<F, kR>(std::min(kTMax, n - t0), f, K, r, xp + t0 * Kp, Kp, y + t0 * ldy, ldy);
-  for (; r < e; ++r)
-    for (size_t t0 = 0; t0 < n; t0 += kTMax)
-      GemvDispatch<F, 1>(std::min(kTMax, n - t0), f, K, r, xp + t0 * Kp, Kp, y + t0 * ldy, ldy);
+  const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
+  for (size_t tb = 0; tb < n; tb += tblk) {
+    const size_t nb = std::min(tblk, n - tb);
+    const float* xb = xp + tb * Kp;
+    float* yb = y + tb * ldy;
+    size_t r = b;
+    if (nb == 1)  // more rows in flight: one token leaves registers for 8 accumulators
+      for (; r + 2 * kR <= e; r += 2 * kR) GemvBlock<F, 2 * kR, 1>(f, K, r, xb, Kp, yb, ldy);
+    for (; r + kR <= e; r += kR)
+      for (size_t t0 = 0; t0 < nb; t0 += kTMax)
+        GemvDispatch<F, kR>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
+                            ldy);
+    for (; r < e; ++r)
+      for (size_t t0 = 0; t0 < nb; t0 += kTMax)
+        GemvDispatch<F, 1>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
+                           ldy);
+  }
 }
 
 // ---- GEMM (prefill): decoded fp32 tile + register-blocked microkernel.
@@ -551,28 +565,33 @@ HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const f
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e,
                   const float* xp, size_t Kp, size_t n, float* y, size_t ldy) {
   const DF df;
+  const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
   thread_local md::Scratch xs_s;
-  float* xs = xs_s.get(n * Kp);
-  size_t cur_rb = ~size_t{0};
-  for (size_t r = b; r < e;) {
-    const size_t rb = r / 128;
-    if (rb != cur_rb) {  // x' = x · scale · 2^8 for this row block
-      cur_rb = rb;
-      for (size_t t = 0; t < n; ++t)
+  float* xs = xs_s.get(std::min(n, tblk) * Kp);
+  for (size_t seg = b; seg < e;) {  // segments of one 128-row scale block
+    const size_t rb = seg / 128;
+    const size_t seg_end = std::min(e, (rb + 1) * 128);
+    for (size_t tb = 0; tb < n; tb += tblk) {
+      const size_t nb = std::min(tblk, n - tb);
+      for (size_t t = 0; t < nb; ++t)  // x' = x · scale · 2^8 for this row block
         for (size_t k = 0; k < Kp; k += kN)
-          hn::Store(hn::Mul(hn::Load(df, xp + t * Kp + k),
+          hn::Store(hn::Mul(hn::Load(df, xp + (tb + t) * Kp + k),
                             hn::Set(df, x2[rb * ncb + std::min(k, f.K - 1) / 128])),
                     df, xs + t * Kp + k);
+      float* yb = y + tb * ldy;
+      size_t r = seg;
+      if (nb == 1)
+        for (; r + 2 * kR <= seg_end; r += 2 * kR) GemvBlockFp8X<2 * kR, 1>(f, r, xs, Kp, yb, ldy);
+      for (; r + kR <= seg_end; r += kR)
+        for (size_t t0 = 0; t0 < nb; t0 += kTMax)
+          GemvFp8XDispatch<kR>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy,
+                               ldy);
+      for (; r < seg_end; ++r)
+        for (size_t t0 = 0; t0 < nb; t0 += kTMax)
+          GemvFp8XDispatch<1>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy,
+                              ldy);
     }
-    const size_t block_end = std::min(e, (rb + 1) * 128);
-    if (n == 1)
-      for (; r + 2 * kR <= block_end; r += 2 * kR) GemvBlockFp8X<2 * kR, 1>(f, r, xs, Kp, y, ldy);
-    for (; r + kR <= block_end; r += kR)
-      for (size_t t0 = 0; t0 < n; t0 += kTMax)
-        GemvFp8XDispatch<kR>(std::min(kTMax, n - t0), f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy);
-    for (; r < block_end; ++r)
-      for (size_t t0 = 0; t0 < n; t0 += kTMax)
-        GemvFp8XDispatch<1>(std::min(kTMax, n - t0), f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy);
+    seg = seg_end;
   }
 }
 
@@ -639,7 +658,9 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   const bool bf16 = w.format == WeightFormat::kBF16;
   const size_t C = (fp4 || fp8 || bf16) ? 2 * kN : kN;
   const size_t Kp = (K + C - 1) / C * C;
-  const bool gemm = force_gemm || n >= kMatmulGemmMinTokens;
+  // FP8 tries the f16 GEMV (weights decoded in registers) at every n: with its token blocks it
+  // measured faster than the tile GEMM even at n = 512 (bench/matmul_bench, Zen 5).
+  const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
   const size_t ldp = gemm ? Kp + kN : Kp;  // see GemmRows
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
   thread_local md::Scratch xs, fs;
@@ -685,7 +706,7 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
                                          : std::ldexp(1.0f, static_cast<int>(e) - 7);
         }
 #if DSV4_FP8_F16
-      if (!gemm && fp8_x_prescale_ok(w, xp, n, Kp)) {
+      if (!force_gemm && fp8_x_prescale_ok(w, xp, n, Kp)) {
         // fac now holds 2^(e-119) (x' factors) instead.
         for (size_t i = 0; i < nrb * ncb; ++i) {
           const uint8_t e = w.scales[(i / ncb) * w.scale_stride + i % ncb];
@@ -700,10 +721,12 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
         break;
       }
 #endif
+      // x was packed for the GEMV (ldp == Kp) unless the GEMM was forced.
+      const bool fp8_gemm = gemm || n >= kMatmulGemmMinTokens;
       if (two_mul)
-        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
+        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm);
       else
-        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
+        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm);
       break;
     }
     case WeightFormat::kFp4Block32:
