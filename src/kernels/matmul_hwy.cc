@@ -5,8 +5,9 @@
 // a weight row is decoded, chunk by chunk, into a sequence of fp32 vectors of N lanes (N = the
 // target's f32 lane count); x is packed into the same lane order (zero padded). For each output
 // (token t, row o) one vector accumulator runs a single fused-multiply-add chain over that
-// sequence, in order, and is reduced horizontally at the end. The GEMV path (few tokens) decodes
-// the weights in registers; the GEMM path (many tokens) decodes a tile of rows into an fp32
+// sequence, in order, and is reduced horizontally at the end. The GEMV path (fewer than
+// kMatmulGemmMinTokens tokens, and FP8 at any n) decodes the weights in registers for R rows × T
+// tokens at a time, in L2-sized token blocks; the GEMM path decodes a tile of rows into an fp32
 // buffer held in cache once and streams it through an R×T register-blocked microkernel, saving
 // and restoring the accumulators between K blocks. Both perform exactly the same operations per
 // output, so the result of a row does not depend on n, on the path, or on how rows are split
