@@ -20,7 +20,6 @@
 // nibbles (odd elements) the next, and x is packed even/odd to match.
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -94,28 +93,21 @@ inline size_t GemvTokenBlock(size_t Kp, size_t group) {
   return std::max(group, kGemvXBlockBytes / (Kp * sizeof(float)) / group * group);
 }
 
-// Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`)
-// taken from a shared counter: a thread that is descheduled or slower (another process on the
-// core, a cold page) does not hold up the others as a static split would. Rows of a chunk are
-// contiguous, so every thread still streams disjoint weight rows.
+// Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`,
+// about 8 per thread) taken from a shared counter (ThreadPool::parallel_for_dynamic): a thread
+// that is descheduled or slower (another process on the core, a cold page) does not hold up the
+// others as a static split would. Rows of a chunk are contiguous, so every thread still streams
+// disjoint weight rows. Products under 2^16 multiply-adds run on the calling thread.
 template <class Body>
-void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, const Body& body) {
+void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, size_t macs, const Body& body) {
   const size_t nt = pool ? static_cast<size_t>(pool->size()) : 1;
   const size_t units = (rows + grain - 1) / grain;
-  if (nt <= 1 || units <= 1) {
+  if (nt <= 1 || units <= 1 || macs < (size_t{1} << 16)) {
     body(size_t{0}, rows);
     return;
   }
-  // About 8 chunks per thread (at least one grain each).
   const size_t chunk = std::max<size_t>(1, units / (nt * 8)) * grain;
-  std::atomic<size_t> next{0};
-  pool->run_elastic([&](int) {
-    for (;;) {
-      const size_t b = next.fetch_add(chunk, std::memory_order_relaxed);
-      if (b >= rows) break;
-      body(b, std::min(rows, b + chunk));
-    }
-  });
+  pool->parallel_for_dynamic(rows, [&](size_t b, size_t e, int) { body(b, e); }, chunk);
 }
 
 }  // namespace dsv4::matmul_detail
@@ -637,12 +629,13 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
 template <class F>
 void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t ldp, size_t n, float* y,
          size_t ldy, ThreadPool* pool, bool gemm) {
-  const bool parallel = pool && pool->size() > 1 && rows * K * std::max<size_t>(n, 1) >= (1u << 16);
-  ThreadPool* p = parallel ? pool : nullptr;
+  const size_t macs = rows * K * n;
   if (gemm) {
-    md::ParallelRows(p, rows, md::kTileRows, [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, ldp, n, y, ldy); });
+    md::ParallelRows(pool, rows, md::kTileRows, macs,
+                     [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, ldp, n, y, ldy); });
   } else {
-    md::ParallelRows(p, rows, 16, [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); });
+    md::ParallelRows(pool, rows, 16, macs,
+                     [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); });
   }
 }
 
@@ -715,8 +708,7 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
                              : std::ldexp(1.0f, static_cast<int>(e) - 119);
         }
         const Fp8XCtx f{data, K};
-        const bool parallel = pool && pool->size() > 1 && rows * K * n >= (1u << 16);
-        md::ParallelRows(parallel ? pool : nullptr, rows, 128, [&](size_t b, size_t e) {
+        md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {
           GemvRowsFp8X(f, fac, ncb, b, e, xp, Kp, n, y, ldy);
         });
         break;

@@ -47,7 +47,7 @@ double SumSquaresImpl(const float* HWY_RESTRICT x, size_t n) {
   return ss;
 }
 
-float RmsNormImpl(const float* x, const float* HWY_RESTRICT w, size_t n, float eps, float* y) {
+void RmsNormImpl(const float* x, const float* HWY_RESTRICT w, size_t n, float eps, float* y) {
   const double ss = SumSquaresImpl(x, n);
   const float mean = static_cast<float>(ss / static_cast<double>(n));
   const float r = 1.0f / std::sqrt(mean + eps);
@@ -63,7 +63,6 @@ float RmsNormImpl(const float* x, const float* HWY_RESTRICT w, size_t n, float e
     for (; j + N <= n; j += N) hn::StoreU(hn::Mul(hn::LoadU(d, x + j), vr), d, y + j);
     for (; j < n; ++j) y[j] = x[j] * r;
   }
-  return r;
 }
 
 float DotImpl(const float* HWY_RESTRICT a, const float* HWY_RESTRICT b, size_t n) {
@@ -224,8 +223,6 @@ namespace dsv4 {
 
 HWY_EXPORT(RmsNormImpl);
 HWY_EXPORT(SumSquaresImpl);
-
-double sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
 HWY_EXPORT(DotImpl);
 HWY_EXPORT(AxpyImpl);
 HWY_EXPORT(HadamardImpl);
@@ -245,6 +242,8 @@ void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, si
 void rms_norm(const float* x, const float* w, size_t n, float eps, float* y) {
   HWY_DYNAMIC_DISPATCH(RmsNormImpl)(x, w, n, eps, y);
 }
+
+double sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
 
 float dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(DotImpl)(a, b, n); }
 

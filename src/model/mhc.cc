@@ -15,6 +15,17 @@ namespace {
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+// out = Σ_j pre[j]·h[j] over the hc streams h[j] = h + j·D, summed in order j = 0, 1, …
+// (vectorised over d).
+void weigh_streams(const float* pre, const float* h, int hc, size_t D, float* out) {
+  for (size_t d = 0; d < D; ++d) out[d] = pre[0] * h[d];
+  for (int j = 1; j < hc; ++j) {
+    const float pj = pre[j];
+    const float* hj = h + j * D;
+    for (size_t d = 0; d < D; ++d) out[d] += pj * hj[d];
+  }
+}
+
 // mix[t, :] = (fn · h_t) · rsqrt(mean(h_t²) + eps) over the flattened streams.
 void mix_logits(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N, float* mix,
                 ThreadPool& pool) {
@@ -75,18 +86,10 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
       float* ct = comb + t * hc * hc;
       for (int i = 0; i < hc * hc; ++i) ct[i] = mt[2 * hc + i] * p.scale[2] + p.base[2 * hc + i];
       sinkhorn(ct, hc, cfg.hc_sinkhorn_iters, cfg.hc_eps);
-      // x = Σ_j pre[j]·h[j] in order j = 0, 1, … (vectorised over d).
-      const float* ht = h + t * hc * D;
-      float* xt = x + t * D;
-      for (size_t d = 0; d < D; ++d) xt[d] = pre[0] * ht[d];
-      for (int j = 1; j < hc; ++j) {
-        const float pj = pre[j];
-        const float* hj = ht + j * D;
-        for (size_t d = 0; d < D; ++d) xt[d] += pj * hj[d];
-      }
+      weigh_streams(pre, h + t * hc * D, hc, D, x + t * D);
     }
   };
-  if (N > 1) pool.parallel_for_dynamic(N, body, 8); else body(0, N, 0);
+  pool.parallel_for_dynamic(N, body, 8);
 }
 
 void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb,
@@ -114,7 +117,7 @@ void hc_post(const ModelConfig& cfg, const float* o, const float* post, const fl
       std::copy(out, out + hc * D, ht);
     }
   };
-  if (N > 1) pool.parallel_for_dynamic(N, body, 8); else body(0, N, 0);
+  pool.parallel_for_dynamic(N, body, 8);
 }
 
 void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N, float* y,
@@ -126,13 +129,7 @@ void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N
   for (size_t t = 0; t < N; ++t) {
     float pre[16];
     for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mix[t * hc + j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
-    const float* ht = h + t * hc * D;
-    float* yt = y + t * D;
-    for (size_t d = 0; d < D; ++d) yt[d] = pre[0] * ht[d];
-    for (int j = 1; j < hc; ++j) {
-      const float pj = pre[j];
-      for (size_t d = 0; d < D; ++d) yt[d] += pj * ht[j * D + d];
-    }
+    weigh_streams(pre, h + t * hc * D, hc, D, y + t * D);
   }
 }
 

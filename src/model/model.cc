@@ -76,16 +76,12 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
     if (b.ratio == 4) {
       for (const MatrixView* m : {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate}) add(*m);
     }
-    if (b.ffn.has_shared) {
-      add(b.ffn.shared.w1);
-      add(b.ffn.shared.w2);
-      add(b.ffn.shared.w3);
-    }
-    for (int k = 0; k < c.n_activated_experts; ++k) {
-      add(b.ffn.experts[0].w1);
-      add(b.ffn.experts[0].w2);
-      add(b.ffn.experts[0].w3);
-    }
+    auto add_expert = [&](const ExpertWeights& e) {
+      for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) add(*m);
+    };
+    if (b.ffn.has_shared) add_expert(b.ffn.shared);
+    // Routed experts all have the same shapes: k of them, whichever the router picks.
+    for (int k = 0; k < c.n_activated_experts; ++k) add_expert(b.ffn.experts[0]);
     // Attention operands: the window, then the compressed entries this token may see.
     const int64_t n_win = std::min<int64_t>(pos + 1, c.window);
     int64_t n_cmp = 0;

@@ -25,6 +25,12 @@ nlohmann::json read_json(const fs::path& p) {
   return nlohmann::json::parse(in);
 }
 
+Sampler greedy_sampler(const Model& model) {
+  SamplingParams sp;
+  sp.temperature = 0;
+  return Sampler(sp, model.config().vocab_size);
+}
+
 float margin_of(const float* row, int n, int32_t* top) {
   int32_t a = Sampler::argmax(row, n);
   float best = row[a], second = -INFINITY;
@@ -58,9 +64,7 @@ TEST_P(GoldenGreedy, FollowsReferenceThenOwnArgmax) {
   auto model = Model::load(dir.string());
   ThreadPool pool(2);
   SequenceState seq = model->new_sequence();
-  SamplingParams sp;
-  sp.temperature = 0;
-  Sampler sampler(sp, model->config().vocab_size);
+  Sampler sampler = greedy_sampler(*model);
   GenerationParams gp;
   gp.max_tokens = static_cast<int>(fed.size()) + 1;
   gp.ignore_eos = true;
@@ -129,9 +133,7 @@ TEST(Generator, SeededSamplingIsReproducible) {
 TEST(Generator, ContextLimitAndPromptTooLong) {
   auto model = Model::load(synth_tiny().string());
   ThreadPool pool(2);
-  SamplingParams sp;
-  sp.temperature = 0;
-  Sampler s(sp, model->config().vocab_size);
+  Sampler s = greedy_sampler(*model);
   GenerationParams gp;
   gp.n_ctx = 10;
   gp.ignore_eos = true;
@@ -151,9 +153,7 @@ TEST(Generator, ContextLimitAndPromptTooLong) {
 TEST(Generator, InterruptStopsDuringPrefillAndDecode) {
   auto model = Model::load(synth_tiny().string());
   ThreadPool pool(2);
-  SamplingParams sp;
-  sp.temperature = 0;
-  Sampler s(sp, model->config().vocab_size);
+  Sampler s = greedy_sampler(*model);
   std::atomic<bool> stop{false};
   GenerationParams gp;
   gp.prefill_chunk = 4;

@@ -68,7 +68,9 @@ TEST(Synth, TinyHasTheGoldenLayout) {
   nlohmann::json sj = nlohmann::json::parse(sc);
   for (auto& [k, v] : gj.items()) {
     EXPECT_TRUE(sj.contains(k)) << k;
-    if (k != "vocab_size" && k != "max_position_embeddings") EXPECT_EQ(sj[k], v) << k;
+    if (k != "vocab_size" && k != "max_position_embeddings") {
+      EXPECT_EQ(sj[k], v) << k;
+    }
   }
 }
 
@@ -158,7 +160,11 @@ TEST(Synth, DeterministicPerSeed) {
 
 // The table the generator writes reproduces the release's totals (spec §3.1) at full size.
 TEST(Synth, FullSizeTablesMatchTheRelease) {
-  auto count = [](nlohmann::ordered_json j, int layers, int experts, std::vector<int> ratios, int hash) {
+  // compress_ratios: the first two layers as given, then 128 and 4 alternating, then the MTP's 0.
+  auto count = [](nlohmann::ordered_json j, int layers, int experts, int r0, int r1, int hash) {
+    std::vector<int> ratios = {r0, r1};
+    for (int i = 2; i < layers; ++i) ratios.push_back(i % 2 ? 128 : 4);
+    ratios.push_back(0);
     j["num_hidden_layers"] = layers;
     j["n_routed_experts"] = experts;
     j["num_hash_layers"] = hash;
@@ -171,16 +177,10 @@ TEST(Synth, FullSizeTablesMatchTheRelease) {
     }
     return std::make_pair(n, bytes);
   };
-  std::vector<int> flash = {0, 0};
-  for (int i = 2; i < 43; ++i) flash.push_back(i % 2 ? 128 : 4);
-  flash.push_back(0);
-  auto f = count(synth_config("flash-4l"), 43, 256, flash, 3);
+  auto f = count(synth_config("flash-4l"), 43, 256, 0, 0, 3);
   EXPECT_EQ(f.first, 69187u);
   EXPECT_EQ(f.second, 159609485896ull);
-  std::vector<int> pro = {128, 128};
-  for (int i = 2; i < 61; ++i) pro.push_back(i % 2 ? 128 : 4);
-  pro.push_back(0);
-  auto p = count(synth_config("pro-1l"), 61, 384, pro, 3);
+  auto p = count(synth_config("pro-1l"), 61, 384, 128, 128, 3);
   EXPECT_EQ(p.first, 145116u);
   EXPECT_EQ(p.second, 864704792696ull);
 }
