@@ -50,7 +50,8 @@ struct DecodeRow {
 };
 
 int run_bench(int argc, char** argv) {
-  CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s", "dsv4 bench"};
+  CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
+               "dsv4 bench"};
   std::string model_dir, depth_str = "0";
   int threads = 0, n_prompt = 512, n_gen = 128;
   size_t membench_mib = 1024, chunk = 512;
@@ -59,9 +60,11 @@ int run_bench(int argc, char** argv) {
   app.add_option("-t,--threads", threads, "threads (default: all cores)");
   app.add_option("-p,--n-prompt", n_prompt, "prefill length in tokens (default 512)");
   app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
-  app.add_option("--depth", depth_str, "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
+  app.add_option("--depth", depth_str,
+                 "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
   app.add_option("--chunk", chunk, "prefill chunk used to reach a depth (default 512)");
-  app.add_option("--membench-mib", membench_mib, "buffer for the bandwidth kernels in MiB (default 1024)");
+  app.add_option("--membench-mib", membench_mib,
+                 "buffer for the bandwidth kernels in MiB (default 1024)");
   app.add_flag("--json", json_out, "print one JSON object instead of the table");
   try {
     app.parse(argc, argv);
@@ -138,7 +141,8 @@ int run_bench(int argc, char** argv) {
   for (int64_t depth : depths) {
     SequenceState d = model->new_sequence();
     for (int64_t done = 0; done < depth;) {
-      const size_t n = static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(chunk), depth - done));
+      const size_t n =
+          static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(chunk), depth - done));
       run(d, random_ids(n), false);
       done += static_cast<int64_t>(n);
     }
@@ -184,22 +188,32 @@ int run_bench(int argc, char** argv) {
     j["decode_roofline_ratio"] = d0.gb_s / read_gbps;
     j["decode"] = nlohmann::json::array();
     for (const auto& r : rows) {
-      j["decode"].push_back({{"depth", r.depth}, {"tok_s", r.tok_s}, {"bytes_per_token", r.bytes_per_token},
-                             {"gb_s", r.gb_s}, {"roofline_ratio", r.gb_s / read_gbps}});
+      j["decode"].push_back({{"depth", r.depth},
+                             {"tok_s", r.tok_s},
+                             {"bytes_per_token", r.bytes_per_token},
+                             {"gb_s", r.gb_s},
+                             {"roofline_ratio", r.gb_s / read_gbps}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("dsv4 bench  model %s  threads %d  SIMD %s\n", model_dir.c_str(), pool.size(), membench_target_name());
-  std::printf("  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the end\n", load_s,
-              rss_load / 1e9, rss0 / 1e9, rss_end / 1e9);
-  std::printf("  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n", read_gbps,
-              triad_gbps, peak_flops / 1e9);
-  std::printf("  prefill %5d tok   %8.2f tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n", n_prompt,
-              prefill_tok_s, prefill_flops / n_prompt / 1e9, prefill_flop_s / 1e9, prefill_flop_s / peak_flops);
+  std::printf("dsv4 bench  model %s  threads %d  SIMD %s\n", model_dir.c_str(), pool.size(),
+              membench_target_name());
+  std::printf(
+      "  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the "
+      "end\n",
+      load_s, rss_load / 1e9, rss0 / 1e9, rss_end / 1e9);
+  std::printf(
+      "  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n",
+      read_gbps, triad_gbps, peak_flops / 1e9);
+  std::printf("  prefill %5d tok   %8.2f tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
+              n_prompt, prefill_tok_s, prefill_flops / n_prompt / 1e9, prefill_flop_s / 1e9,
+              prefill_flop_s / peak_flops);
   for (const auto& r : rows) {
-    std::printf("  decode @ depth %-7lld %7.2f tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only\n",
-                static_cast<long long>(r.depth), r.tok_s, r.bytes_per_token / 1e9, r.gb_s, r.gb_s / read_gbps);
+    std::printf(
+        "  decode @ depth %-7lld %7.2f tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only\n",
+        static_cast<long long>(r.depth), r.tok_s, r.bytes_per_token / 1e9, r.gb_s,
+        r.gb_s / read_gbps);
   }
   return 0;
 }

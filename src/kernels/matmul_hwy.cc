@@ -26,10 +26,13 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul_hwy.cc"
+// foreach_target.h re-includes this file once per target and highway.h must follow it.
+// clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
+// clang-format on
 #include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
@@ -107,7 +110,8 @@ void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, size_t macs, cons
     return;
   }
   const size_t chunk = std::max<size_t>(1, units / (nt * 8)) * grain;
-  pool->parallel_for_dynamic(rows, [&](size_t b, size_t e, int) { body(b, e); }, chunk);
+  pool->parallel_for_dynamic(
+      rows, [&](size_t b, size_t e, int) { body(b, e); }, chunk);
 }
 
 }  // namespace dsv4::matmul_detail
@@ -259,8 +263,7 @@ struct Fp4Fmt {
 
 // Decodes chunk c of rows; the partial last chunk goes through a zero-padded copy.
 template <class F>
-HWY_INLINE void DecodeChunk(const F& f, const uint8_t* row, size_t r, size_t c, size_t K,
-                            VF* out) {
+HWY_INLINE void DecodeChunk(const F& f, const uint8_t* row, size_t r, size_t c, size_t K, VF* out) {
   const size_t e0 = c * F::kC;
   if (e0 + F::kC <= K) {
     f.decode(row + c * F::kChunkBytes, f.aux(r, c), out);
@@ -273,8 +276,8 @@ HWY_INLINE void DecodeChunk(const F& f, const uint8_t* row, size_t r, size_t c, 
 
 // ---- GEMV / small batch: R rows × T tokens, weights decoded in registers.
 template <class F, size_t R, size_t T>
-HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, size_t Kp,
-                            float* y, size_t ldy) {
+HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, size_t Kp, float* y,
+                            size_t ldy) {
   const DF df;
   VF acc[R][T];
   for (size_t r = 0; r < R; ++r)
@@ -283,7 +286,7 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
   for (size_t r = 0; r < R; ++r) base[r] = f.row_ptr(r0 + r);
   const size_t nfull = K / F::kC;
   // Full chunks in a call-free loop (accumulators stay in registers), then the partial one.
-  auto fma_chunk = [&](size_t c, VF (&w)[R][F::kVecs]) HWY_ATTR {
+  auto fma_chunk = [&](size_t c, VF(&w)[R][F::kVecs]) HWY_ATTR {
     const float* xc = xp + c * F::kC;
     for (size_t v = 0; v < F::kVecs; ++v) {
       for (size_t t = 0; t < T; ++t) {
@@ -308,13 +311,12 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
     fma_chunk(nfull, w);
   }
   for (size_t r = 0; r < R; ++r)
-    for (size_t t = 0; t < T; ++t)
-      y[t * ldy + r0 + r] = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+    for (size_t t = 0; t < T; ++t) y[t * ldy + r0 + r] = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
 }
 
 template <class F, size_t R, size_t T = kTMax>
-HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const float* xp,
-                             size_t Kp, float* y, size_t ldy) {
+HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const float* xp, size_t Kp,
+                             float* y, size_t ldy) {
   if (nt == T) return GemvBlock<F, R, T>(f, K, r0, xp, Kp, y, ldy);
   if constexpr (T > 1) GemvDispatch<F, R, T - 1>(nt, f, K, r0, xp, Kp, y, ldy);
 }
@@ -336,8 +338,7 @@ void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
                             ldy);
     for (; r < e; ++r)
       for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-        GemvDispatch<F, 1>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
-                           ldy);
+        GemvDispatch<F, 1>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy, ldy);
   }
 }
 
@@ -357,12 +358,15 @@ HWY_INLINE VF SumOfLanes16(const VF* a) {
     q[m] = _mm512_add_ps(_mm512_shuffle_f32x4(p[2 * m], p[2 * m + 1], 0x88),
                          _mm512_shuffle_f32x4(p[2 * m], p[2 * m + 1], 0xDD));
   for (int n = 0; n < 2; ++n) {  // block j: [d(8n+j) 0..1, d(8n+4+j) 0..1], 64-bit halves added
-    const __m512d lo = _mm512_unpacklo_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
-    const __m512d hi = _mm512_unpackhi_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
+    const __m512d lo =
+        _mm512_unpacklo_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
+    const __m512d hi =
+        _mm512_unpackhi_pd(_mm512_castps_pd(q[2 * n]), _mm512_castps_pd(q[2 * n + 1]));
     r[n] = _mm512_add_ps(_mm512_castpd_ps(lo), _mm512_castpd_ps(hi));
   }
   // Lane 4j + k holds output 4k + j after the last addition; permute into output order.
-  const __m512 e = _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xDD));
+  const __m512 e =
+      _mm512_add_ps(_mm512_shuffle_ps(r[0], r[1], 0x88), _mm512_shuffle_ps(r[0], r[1], 0xDD));
   const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
   return VF{_mm512_permutexvar_ps(idx, e)};
 }
@@ -370,8 +374,7 @@ HWY_INLINE VF SumOfLanes16(const VF* a) {
 
 // Decodes rows [r0, r0+nr) into tile (row stride ldp floats, same lane order as the packed x).
 template <class F>
-void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp,
-                 size_t ldp) {
+void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t Kp, size_t ldp) {
   const DF df;
   const size_t nchunks = (K + F::kC - 1) / F::kC;
   for (size_t r = 0; r < nr; ++r) {
@@ -389,8 +392,8 @@ void ConvertTile(const F& f, size_t K, size_t r0, size_t nr, float* tile, size_t
 // acc slots: acc + (r * acc_rs + t) * kN. Vectors [v0, v1) of the rows/tokens; the first K
 // block (v0 == 0) starts from zero instead of loading the slots.
 template <size_t R, size_t T>
-HWY_NOINLINE void Micro(const float* w, const float* x, size_t Kp, size_t v0, size_t v1,
-                        float* acc, size_t acc_rs) {
+HWY_NOINLINE void Micro(const float* w, const float* x, size_t Kp, size_t v0, size_t v1, float* acc,
+                        size_t acc_rs) {
   const DF df;
   VF a[R][T];
   for (size_t r = 0; r < R; ++r)
@@ -424,7 +427,7 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
   // Rows per tile: a multiple of kR, tile ≤ kTileBytes (at least kR rows).
   size_t rb = std::min<size_t>(md::kTileRows, md::kTileBytes / (ldp * sizeof(float)));
   rb = std::max(kR, rb / kR * kR);
-  const size_t tb = 4 * kTMax;             // tokens per accumulator block
+  const size_t tb = 4 * kTMax;  // tokens per accumulator block
   const size_t kb = std::max<size_t>(1, md::kKBlockBytes / (kN * sizeof(float)));  // vectors
   const size_t nv = Kp / kN;
   thread_local md::Scratch tile_s, acc_s;
@@ -466,7 +469,6 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
   }
 }
 
-
 // ---- FP8 GEMV via f16 (targets with F16C, N ≥ 8). The e4m3 byte, sign extended to 16 bits,
 // shifted left by 7 and masked, is the f16 of value·2^-8 (normals and subnormals alike), which
 // the hardware widens to fp32 exactly. The block scale moves to x: x' = x·scale·2^8 (exact when
@@ -482,8 +484,8 @@ struct Fp8XCtx {
 };
 
 template <size_t R, size_t T>
-HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp,
-                                float* y, size_t ldy) {
+HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp, float* y,
+                                size_t ldy) {
   {
     const DF df;
     const hn::Repartition<int16_t, DF> d16;
@@ -548,8 +550,8 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
 }
 
 template <size_t R, size_t T = kTMax>
-HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs,
-                                 size_t Kp, float* y, size_t ldy) {
+HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp,
+                                 float* y, size_t ldy) {
   if (nt == T) return GemvBlockFp8X<R, T>(f, r0, xs, Kp, y, ldy);
   if constexpr (T > 1) GemvFp8XDispatch<R, T - 1>(nt, f, r0, xs, Kp, y, ldy);
 }
@@ -581,8 +583,7 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
                                ldy);
       for (; r < seg_end; ++r)
         for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-          GemvFp8XDispatch<1>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy,
-                              ldy);
+          GemvFp8XDispatch<1>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy, ldy);
     }
     seg = seg_end;
   }
@@ -619,7 +620,6 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
           std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126);
 }
 
-
 #else
 #define DSV4_FP8_F16 0
 #endif  // HWY_TARGET <= HWY_AVX2
@@ -627,8 +627,8 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
 // ---- Driver.
 
 template <class F>
-void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t ldp, size_t n, float* y,
-         size_t ldy, ThreadPool* pool, bool gemm) {
+void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t ldp, size_t n,
+         float* y, size_t ldy, ThreadPool* pool, bool gemm) {
   const size_t macs = rows * K * n;
   if (gemm) {
     md::ParallelRows(pool, rows, md::kTileRows, macs,
@@ -639,8 +639,8 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
   }
 }
 
-void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
-                size_t ldy, ThreadPool* pool, bool force_gemm) {
+void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
+                ThreadPool* pool, bool force_gemm) {
   const size_t rows = w.rows, K = w.cols;
   if (n == 0 || rows == 0) return;
   if (K == 0) {
@@ -689,13 +689,13 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       bool two_mul = false;
       for (size_t i = 0; i < nrb; ++i)
         for (size_t j = 0; j < ncb; ++j)
-          two_mul |= (w.scales[i * w.scale_stride + j] > 134 &&
-                      w.scales[i * w.scale_stride + j] != 0xff);
+          two_mul |=
+              (w.scales[i * w.scale_stride + j] > 134 && w.scales[i * w.scale_stride + j] != 0xff);
       const float* e8 = md::e8m0_table();
       for (size_t i = 0; i < nrb; ++i)
         for (size_t j = 0; j < ncb; ++j) {
           const uint8_t e = w.scales[i * w.scale_stride + j];
-          fac[i * ncb + j] = two_mul ? e8[e]
+          fac[i * ncb + j] = two_mul     ? e8[e]
                              : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
                                          : std::ldexp(1.0f, static_cast<int>(e) - 7);
         }

@@ -16,9 +16,12 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/ops.cc"
+// foreach_target.h re-includes this file once per target and highway.h must follow it.
+// clang-format off
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "hwy/aligned_allocator.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace dsv4 {
@@ -87,7 +90,8 @@ void AxpyImpl(float a, const float* HWY_RESTRICT x, size_t n, float* HWY_RESTRIC
   const size_t N = hn::Lanes(d);
   const auto va = hn::Set(d, a);
   size_t i = 0;
-  for (; i + N <= n; i += N) hn::StoreU(hn::Add(hn::LoadU(d, y + i), hn::Mul(va, hn::LoadU(d, x + i))), d, y + i);
+  for (; i + N <= n; i += N)
+    hn::StoreU(hn::Add(hn::LoadU(d, y + i), hn::Mul(va, hn::LoadU(d, x + i))), d, y + i);
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
@@ -245,9 +249,13 @@ void rms_norm(const float* x, const float* w, size_t n, float eps, float* y) {
 
 double sum_squares(const float* x, size_t n) { return HWY_DYNAMIC_DISPATCH(SumSquaresImpl)(x, n); }
 
-float dot(const float* a, const float* b, size_t n) { return HWY_DYNAMIC_DISPATCH(DotImpl)(a, b, n); }
+float dot(const float* a, const float* b, size_t n) {
+  return HWY_DYNAMIC_DISPATCH(DotImpl)(a, b, n);
+}
 
-void axpy(float a, const float* x, size_t n, float* y) { HWY_DYNAMIC_DISPATCH(AxpyImpl)(a, x, n, y); }
+void axpy(float a, const float* x, size_t n, float* y) {
+  HWY_DYNAMIC_DISPATCH(AxpyImpl)(a, x, n, y);
+}
 
 void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bool inverse) {
   for (size_t j = 0; j < n_pairs; ++j) {

@@ -55,9 +55,12 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
   if (n <= 0) return;
   hw.resize(static_cast<size_t>(nI) * n);
   if (pool && n >= 64) {
-    pool->parallel_for_dynamic(static_cast<size_t>(n), [&](size_t b, size_t e, int) {
-      dot_rows_seq(qI, ihd, nI, keys + b * ihd, ihd, e - b, ihd, hw.data() + b, n);
-    }, 64);
+    pool->parallel_for_dynamic(
+        static_cast<size_t>(n),
+        [&](size_t b, size_t e, int) {
+          dot_rows_seq(qI, ihd, nI, keys + b * ihd, ihd, e - b, ihd, hw.data() + b, n);
+        },
+        64);
   } else {
     dot_rows_seq(qI, ihd, nI, keys, ihd, n, ihd, hw.data(), n);
   }
@@ -76,29 +79,35 @@ struct Scratch {
 
 }  // namespace
 
-void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int layer,
-                       const float* x, float* out) {
+void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int layer, const float* x,
+                       float* out) {
   const ModelConfig& cfg = ctx.cfg;
   const AttentionWeights& aw = bw.attn;
   const size_t N = ctx.n_rows;
   const int ratio = bw.ratio;
-  const Dims d{cfg.n_heads, cfg.head_dim, cfg.rope_dim, cfg.nope_dim(), cfg.q_lora_rank,
-               cfg.window, cfg.index_n_heads, cfg.index_head_dim};
+  const Dims d{cfg.n_heads,     cfg.head_dim, cfg.rope_dim,      cfg.nope_dim(),
+               cfg.q_lora_rank, cfg.window,   cfg.index_n_heads, cfg.index_head_dim};
   const RopeTable& rope = ratio ? ctx.rope_compressed : ctx.rope_plain;
   ThreadPool& pool = ctx.pool;
   const float eps = cfg.norm_eps;
 
   // ---- Projections for all rows at once (weights read once per call) ----
-  struct QrTag; struct QTag; struct KvTag; struct OTag; struct UTag;
+  struct QrTag;
+  struct QTag;
+  struct KvTag;
+  struct OTag;
+  struct UTag;
   float* qr = workspace<QrTag>(N * d.ql);
   float* q = workspace<QTag>(N * d.H * d.hd);
   float* kv = workspace<KvTag>(N * d.hd);
   matmul(aw.wq_a, x, N, qr, &pool);
-  for (size_t t = 0; t < N; ++t) rms_norm(&qr[t * d.ql], aw.q_norm.data(), d.ql, eps, &qr[t * d.ql]);
+  for (size_t t = 0; t < N; ++t)
+    rms_norm(&qr[t * d.ql], aw.q_norm.data(), d.ql, eps, &qr[t * d.ql]);
   matmul(aw.wq_b, qr, N, q, &pool);
   for (size_t i = 0; i < N * d.H; ++i) rms_norm(&q[i * d.hd], nullptr, d.hd, eps, &q[i * d.hd]);
   matmul(aw.wkv, x, N, kv, &pool);
-  for (size_t t = 0; t < N; ++t) rms_norm(&kv[t * d.hd], aw.kv_norm.data(), d.hd, eps, &kv[t * d.hd]);
+  for (size_t t = 0; t < N; ++t)
+    rms_norm(&kv[t * d.hd], aw.kv_norm.data(), d.hd, eps, &kv[t * d.hd]);
 
   std::vector<float> ck, cz, ick, icz, iq, iw;
   const size_t cw = ratio ? aw.compressor.wkv.rows : 0;
@@ -118,7 +127,8 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     iw.resize(N * d.nI);
     matmul(aw.idx_wq_b, qr, N, iq.data(), &pool);
     matmul(aw.idx_weights_proj, x, N, iw.data(), &pool);
-    const float wscale = 1.0f / std::sqrt(static_cast<float>(d.ihd)) / std::sqrt(static_cast<float>(d.nI));
+    const float wscale =
+        1.0f / std::sqrt(static_cast<float>(d.ihd)) / std::sqrt(static_cast<float>(d.nI));
     for (float& v : iw) v *= wscale;
   }
 
@@ -138,29 +148,32 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     const int64_t prior_first = std::max<int64_t>(0, sp.pos0 - d.win + 1);
     prior[si].resize(static_cast<size_t>(sp.pos0 - prior_first) * d.hd);
     for (int64_t p = prior_first; p < sp.pos0; ++p) {
-      kvc.decode(L.window.data() + static_cast<size_t>(p % d.win) * kvc.entry_bytes(), &prior[si][(p - prior_first) * d.hd]);
+      kvc.decode(L.window.data() + static_cast<size_t>(p % d.win) * kvc.entry_bytes(),
+                 &prior[si][(p - prior_first) * d.hd]);
     }
     for (size_t t = sp.begin; t < sp.end; ++t) {
       const int64_t pos = sp.pos0 + static_cast<int64_t>(t - sp.begin);
       rope.angles(pos, cs.data(), sn.data());
       float* qt = &q[t * d.H * d.hd];
-      for (int h = 0; h < d.H; ++h) rope_apply(qt + h * d.hd + d.nope, cs.data(), sn.data(), d.rd / 2, false);
+      for (int h = 0; h < d.H; ++h)
+        rope_apply(qt + h * d.hd + d.nope, cs.data(), sn.data(), d.rd / 2, false);
       float* kvt = &kv[t * d.hd];
       rope_apply(kvt + d.nope, cs.data(), sn.data(), d.rd / 2, false);
       kvc.store(kvt, L.window.data() + static_cast<size_t>(pos % d.win) * kvc.entry_bytes());
       if (ratio) {
-        if (compressor_push(L.compressor, &ck[t * cw], &cz[t * cw], aw.compressor.ape, pos, pooled.data())) {
+        if (compressor_push(L.compressor, &ck[t * cw], &cz[t * cw], aw.compressor.ape, pos,
+                            pooled.data())) {
           const int64_t w = pos / ratio;
-          finish_compressed_entry(pooled.data(), aw.compressor.norm, d.hd, d.rd, eps, rope, w * ratio, false, kvc,
-                                  L.compressed);
+          finish_compressed_entry(pooled.data(), aw.compressor.norm, d.hd, d.rd, eps, rope,
+                                  w * ratio, false, kvc, L.compressed);
           L.n_compressed = w + 1;
         }
       }
       if (ratio == 4) {
-        if (compressor_push(L.index_compressor, &ick[t * icw], &icz[t * icw], aw.idx_compressor.ape, pos,
-                            pooled.data())) {
-          finish_compressed_entry(pooled.data(), aw.idx_compressor.norm, d.ihd, d.rd, eps, rope, (pos / 4) * 4, true,
-                                  ixc, L.index_keys);
+        if (compressor_push(L.index_compressor, &ick[t * icw], &icz[t * icw], aw.idx_compressor.ape,
+                            pos, pooled.data())) {
+          finish_compressed_entry(pooled.data(), aw.idx_compressor.norm, d.ihd, d.rd, eps, rope,
+                                  (pos / 4) * 4, true, ixc, L.index_keys);
         }
         float* qI = &iq[t * d.nI * d.ihd];
         for (int h = 0; h < d.nI; ++h) {
@@ -174,7 +187,8 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     if (ratio == 4) {  // every key this call can select, decoded once
       const size_t n = L.index_keys.size() / ixc.entry_bytes();
       ikeys[si].resize(n * d.ihd);
-      for (size_t w = 0; w < n; ++w) ixc.decode(L.index_keys.data() + w * ixc.entry_bytes(), &ikeys[si][w * d.ihd]);
+      for (size_t w = 0; w < n; ++w)
+        ixc.decode(L.index_keys.data() + w * ixc.entry_bytes(), &ikeys[si][w * d.ihd]);
     }
   }
 
@@ -213,11 +227,13 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     const size_t n_win = static_cast<size_t>(pos - first + 1), n_ent = n_win + sc.sel.size();
     sc.entries.resize(n_ent * d.hd);
     for (int64_t p = first; p <= pos; ++p) {
-      const float* src = p < sp.pos0 ? &prior[si][(p - prior_first) * d.hd] : &kv[(sp.begin + (p - sp.pos0)) * d.hd];
+      const float* src = p < sp.pos0 ? &prior[si][(p - prior_first) * d.hd]
+                                     : &kv[(sp.begin + (p - sp.pos0)) * d.hd];
       std::copy(src, src + d.hd, &sc.entries[(p - first) * d.hd]);
     }
     for (size_t i = 0; i < sc.sel.size(); ++i) {
-      kvc.decode(L.compressed.data() + sc.sel[i] * kvc.entry_bytes(), &sc.entries[(n_win + i) * d.hd]);
+      kvc.decode(L.compressed.data() + sc.sel[i] * kvc.entry_bytes(),
+                 &sc.entries[(n_win + i) * d.hd]);
     }
     return n_ent;
   };
@@ -228,7 +244,8 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     float cs2[256], sn2[256];
     rope.angles(pos, cs2, sn2);
     const size_t nh = static_cast<size_t>(h1 - h0);
-    dot_rows_seq(&q[(t * d.H + h0) * d.hd], d.hd, nh, sc.entries.data(), d.hd, n_ent, d.hd, z, n_ent);
+    dot_rows_seq(&q[(t * d.H + h0) * d.hd], d.hd, nh, sc.entries.data(), d.hd, n_ent, d.hd, z,
+                 n_ent);
     for (int h = h0; h < h1; ++h) {
       float* zh = z + static_cast<size_t>(h - h0) * n_ent;
       float m = -INFINITY;
@@ -237,10 +254,14 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       for (size_t j = 0; j < n_ent; ++j) den += (zh[j] = std::exp(zh[j] - m));
       for (size_t j = 0; j < n_ent; ++j) zh[j] /= den;
     }
-    weighted_rows_sum(z, n_ent, nh, sc.entries.data(), d.hd, n_ent, d.hd, &o[(t * d.H + h0) * d.hd], d.hd);
-    for (int h = h0; h < h1; ++h) rope_apply(&o[(t * d.H + h) * d.hd] + d.nope, cs2, sn2, d.rd / 2, true);
+    weighted_rows_sum(z, n_ent, nh, sc.entries.data(), d.hd, n_ent, d.hd, &o[(t * d.H + h0) * d.hd],
+                      d.hd);
+    for (int h = h0; h < h1; ++h)
+      rope_apply(&o[(t * d.H + h) * d.hd] + d.nope, cs2, sn2, d.rd / 2, true);
   };
-  auto pos_of = [&](size_t si, size_t t) { return ctx.spans[si].pos0 + static_cast<int64_t>(t - ctx.spans[si].begin); };
+  auto pos_of = [&](size_t si, size_t t) {
+    return ctx.spans[si].pos0 + static_cast<int64_t>(t - ctx.spans[si].begin);
+  };
 
   if (per_token) {
     pool.parallel_for_dynamic(tokens.size(), [&](size_t b, size_t e, int th) {
@@ -260,11 +281,14 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       const int64_t pos = pos_of(si, t);
       select(si, t, pos, sc, true);
       const size_t n_ent = gather(si, t, pos, sc);
-      pool.parallel_for_dynamic(d.H, [&](size_t h0, size_t h1, int th) {
-        std::vector<float>& z = scratch[th].z;
-        z.resize(n_ent * (h1 - h0));
-        attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());
-      }, 4);
+      pool.parallel_for_dynamic(
+          d.H,
+          [&](size_t h0, size_t h1, int th) {
+            std::vector<float>& z = scratch[th].z;
+            z.resize(n_ent * (h1 - h0));
+            attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());
+          },
+          4);
     }
   }
 

@@ -34,7 +34,8 @@ void mix_logits(const ModelConfig& cfg, const HcParams& p, const float* h, size_
   for (size_t t = 0; t < N; ++t) {
     const float* ht = h + t * width;
     const double ss = sum_squares(ht, width);  // double: order-independent, see rms_norm
-    const float r = 1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + cfg.norm_eps);
+    const float r =
+        1.0f / std::sqrt(static_cast<float>(ss / static_cast<double>(width)) + cfg.norm_eps);
     for (size_t m = 0; m < p.fn.rows; ++m) mix[t * p.fn.rows + m] *= r;
   }
 }
@@ -92,8 +93,8 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
   pool.parallel_for_dynamic(N, body, 8);
 }
 
-void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb,
-             size_t N, float* h, ThreadPool& pool) {
+void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb, size_t N,
+             float* h, ThreadPool& pool) {
   const int hc = cfg.hc_mult;
   const size_t D = cfg.dim;
   auto body = [&](size_t t0, size_t t1, int) {
@@ -128,7 +129,8 @@ void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N
   mix_logits(cfg, p, h, N, mix.data(), pool);
   for (size_t t = 0; t < N; ++t) {
     float pre[16];
-    for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mix[t * hc + j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
+    for (int j = 0; j < hc; ++j)
+      pre[j] = sigmoid(mix[t * hc + j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
     weigh_streams(pre, h + t * hc * D, hc, D, y + t * D);
   }
 }

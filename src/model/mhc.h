@@ -18,8 +18,8 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
             float* post, float* comb, ThreadPool& pool);
 
 // h[t,k] = post[t,k]·o[t] + Σ_j comb[t,j,k]·h[t,j]   (in place on h)
-void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb,
-             size_t N, float* h, ThreadPool& pool);
+void hc_post(const ModelConfig& cfg, const float* o, const float* post, const float* comb, size_t N,
+             float* h, ThreadPool& pool);
 
 // Final reduction of the streams to one vector per token: y [N, D].
 void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N, float* y,

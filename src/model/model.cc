@@ -63,18 +63,22 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
   add(w_->hc_head.fn);
   tc.output_macs = tc.weight_macs;
   tc.weight_bytes += static_cast<size_t>(c.dim) * 2;  // one embedding row
-  const int64_t pos = seq.n_past;                      // position of the next token
+  const int64_t pos = seq.n_past;                     // position of the next token
   const size_t kvb = seq.kv_codec().entry_bytes(), ixb = seq.index_codec().entry_bytes();
   for (int i = 0; i < c.n_layers; ++i) {
     const BlockWeights& b = w_->layers[i];
     const AttentionWeights& a = b.attn;
-    for (const MatrixView* m : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.hc_attn.fn, &b.hc_ffn.fn, &b.ffn.gate}) add(*m);
+    for (const MatrixView* m :
+         {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.hc_attn.fn, &b.hc_ffn.fn, &b.ffn.gate})
+      add(*m);
     if (b.ratio) {
       add(a.compressor.wkv);
       add(a.compressor.wgate);
     }
     if (b.ratio == 4) {
-      for (const MatrixView* m : {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate}) add(*m);
+      for (const MatrixView* m :
+           {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate})
+        add(*m);
     }
     auto add_expert = [&](const ExpertWeights& e) {
       for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) add(*m);
@@ -109,22 +113,26 @@ SequenceState Model::new_sequence() const {
 namespace {
 
 // One block: h [N, hc, D] is updated in place.
-void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, std::vector<float>& h) {
+void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer,
+               std::vector<float>& h) {
   const ModelConfig& cfg = ctx.cfg;
   const size_t N = ctx.n_rows, D = cfg.dim;
   const int hc = cfg.hc_mult;
-  struct XTag; struct YTag;
+  struct XTag;
+  struct YTag;
   float* x = workspace<XTag>(N * D);
   float* y = workspace<YTag>(N * D);
   std::vector<float> post(N * hc), comb(N * hc * hc);
 
   hc_pre(cfg, bw.hc_attn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
-  for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  for (size_t t = 0; t < N; ++t)
+    rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
   attention_forward(ctx, bw, layer, x, y);
   hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
 
   hc_pre(cfg, bw.hc_ffn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
-  for (size_t t = 0; t < N; ++t) rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  for (size_t t = 0; t < N; ++t)
+    rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
   moe_forward(ctx, bw, x, y);
   hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
 }
@@ -142,9 +150,11 @@ void lm_head(const ModelConfig& cfg, const HcParams& hc, const std::vector<float
   if (rows.empty()) return;
   const size_t D = cfg.dim, W = static_cast<size_t>(cfg.hc_mult) * D;
   std::vector<float> hs(rows.size() * W), y(rows.size() * D);
-  for (size_t i = 0; i < rows.size(); ++i) std::copy(h + rows[i] * W, h + (rows[i] + 1) * W, &hs[i * W]);
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy(h + rows[i] * W, h + (rows[i] + 1) * W, &hs[i * W]);
   hc_head(cfg, hc, hs.data(), rows.size(), y.data(), pool);
-  for (size_t i = 0; i < rows.size(); ++i) rms_norm(&y[i * D], norm.data(), D, cfg.norm_eps, &y[i * D]);
+  for (size_t i = 0; i < rows.size(); ++i)
+    rms_norm(&y[i * D], norm.data(), D, cfg.norm_eps, &y[i * D]);
   matmul(head, y.data(), rows.size(), logits, &pool);
 }
 
@@ -159,8 +169,10 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   std::set<const SequenceState*> seen;
   for (const BatchItem& it : batch) {
     if (!it.seq) throw Error("forward: batch item without a sequence");
-    if (!seen.insert(it.seq).second) throw Error("forward: the same sequence appears twice in one batch");
-    if (it.seq->layers.size() != c.compress_ratios.size()) throw Error("forward: sequence state belongs to another model");
+    if (!seen.insert(it.seq).second)
+      throw Error("forward: the same sequence appears twice in one batch");
+    if (it.seq->layers.size() != c.compress_ratios.size())
+      throw Error("forward: sequence state belongs to another model");
     for (int32_t id : it.tokens) {
       if (id < 0 || id >= c.vocab_size) {
         throw Error("forward: token id " + std::to_string(id) + " outside the vocabulary [0, " +
@@ -210,7 +222,8 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   out.hidden.resize(n_hidden * W);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].want_hidden) continue;
-    std::copy(h.begin() + spans[i].begin * W, h.begin() + spans[i].end * W, out.hidden.begin() + out.first_hidden[i] * W);
+    std::copy(h.begin() + spans[i].begin * W, h.begin() + spans[i].end * W,
+              out.hidden.begin() + out.first_hidden[i] * W);
   }
   for (const BatchItem& it : batch) it.seq->n_past += static_cast<int64_t>(it.tokens.size());
 }
@@ -218,12 +231,14 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
 void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const int32_t> next_ids,
                         ThreadPool& pool, std::vector<float>& logits) const {
   const ModelConfig& c = cfg_;
-  if (w_->mtp.empty()) throw Error("forward_mtp: this checkpoint has no MTP block (num_nextn_predict_layers = 0)");
+  if (w_->mtp.empty())
+    throw Error("forward_mtp: this checkpoint has no MTP block (num_nextn_predict_layers = 0)");
   const MtpWeights& m = w_->mtp[0];
   const size_t N = next_ids.size(), D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
   const int hc = c.hc_mult;
   for (int32_t id : next_ids) {
-    if (id < 0 || id >= c.vocab_size) throw Error("forward_mtp: token id " + std::to_string(id) + " outside the vocabulary");
+    if (id < 0 || id >= c.vocab_size)
+      throw Error("forward_mtp: token id " + std::to_string(id) + " outside the vocabulary");
   }
   // x[t, k] = e_proj(RMSNorm(embed[next])) + h_proj(RMSNorm(h_last[t, k]))
   std::vector<float> e(N * D), ep(N * D), hh(N * W), hp(N * W), h(N * W);
@@ -232,11 +247,13 @@ void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const
     rms_norm(&e[t * D], m.enorm.data(), D, c.norm_eps, &e[t * D]);
   }
   matmul(m.e_proj, e.data(), N, ep.data(), &pool);
-  for (size_t r = 0; r < N * hc; ++r) rms_norm(hidden + r * D, m.hnorm.data(), D, c.norm_eps, &hh[r * D]);
+  for (size_t r = 0; r < N * hc; ++r)
+    rms_norm(hidden + r * D, m.hnorm.data(), D, c.norm_eps, &hh[r * D]);
   matmul(m.h_proj, hh.data(), N * hc, hp.data(), &pool);
   for (size_t t = 0; t < N; ++t) {
     for (int k = 0; k < hc; ++k) {
-      for (size_t d = 0; d < D; ++d) h[t * W + k * D + d] = ep[t * D + d] + hp[(t * hc + k) * D + d];
+      for (size_t d = 0; d < D; ++d)
+        h[t * W + k * D + d] = ep[t * D + d] + hp[(t * hc + k) * D + d];
     }
   }
   std::vector<SeqSpan> spans{{&seq, 0, N, seq.mtp_n_past}};

@@ -15,8 +15,8 @@ namespace {
 
 // SwiGLU with the V4 clamp: gate ≤ limit, up ∈ [−limit, limit]; `scale` is the routing weight,
 // applied to the activation before w2 as in the reference.
-void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale, float limit,
-                   float* y, ThreadPool& pool) {
+void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale,
+                   float limit, float* y, ThreadPool& pool) {
   const size_t I = e.w1.rows;
   float* g = workspace<struct ExpertGateTag>(n * I);
   float* u = workspace<struct ExpertUpTag>(n * I);

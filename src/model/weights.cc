@@ -14,7 +14,9 @@ int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 struct TableBuilder {
   std::vector<ExpectedTensor> out;
-  void add(const std::string& n, DType d, std::vector<int64_t> s) { out.push_back({n, d, std::move(s)}); }
+  void add(const std::string& n, DType d, std::vector<int64_t> s) {
+    out.push_back({n, d, std::move(s)});
+  }
   void fp8(const std::string& m, int64_t rows, int64_t cols) {
     add(m + ".weight", DType::kF8_E4M3, {rows, cols});
     add(m + ".scale", DType::kF8_E8M0, {cdiv(rows, 128), cdiv(cols, 128)});
@@ -46,7 +48,8 @@ struct TableBuilder {
     fp8(a + ".wq_b", int64_t{c.n_heads} * c.head_dim, c.q_lora_rank);
     fp8(a + ".wkv", c.head_dim, D);
     add(a + ".kv_norm.weight", DType::kBF16, {c.head_dim});
-    fp8(a + ".wo_a", int64_t{c.o_groups} * c.o_lora_rank, int64_t{c.n_heads} * c.head_dim / c.o_groups);
+    fp8(a + ".wo_a", int64_t{c.o_groups} * c.o_lora_rank,
+        int64_t{c.n_heads} * c.head_dim / c.o_groups);
     fp8(a + ".wo_b", D, int64_t{c.o_groups} * c.o_lora_rank);
     if (ratio) compressor(a + ".compressor", c, ratio, c.head_dim);
     if (ratio == 4) {
@@ -101,7 +104,8 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
     b.block(p, c, c.ratio(c.n_layers + m), false);
     b.fp8(p + ".e_proj", D, D);
     b.fp8(p + ".h_proj", D, D);
-    for (const char* n : {".enorm.weight", ".hnorm.weight", ".norm.weight"}) b.add(p + n, DType::kBF16, {D});
+    for (const char* n : {".enorm.weight", ".hnorm.weight", ".norm.weight"})
+      b.add(p + n, DType::kBF16, {D});
     b.add(p + ".hc_head_fn", DType::kF32, {hc, hc * D});
     b.add(p + ".hc_head_base", DType::kF32, {hc});
     b.add(p + ".hc_head_scale", DType::kF32, {1});
@@ -116,23 +120,25 @@ void validate_checkpoint(const Checkpoint& ck, const ModelConfig& cfg) {
     expected_names.insert(e.name);
     const TensorInfo* t = ck.find(e.name);
     if (!t) {
-      problems.push_back("missing tensor '" + e.name + "' (expected " + dtype_name(e.dtype) + " " + shape_str(e.shape) + ")");
+      problems.push_back("missing tensor '" + e.name + "' (expected " + dtype_name(e.dtype) + " " +
+                         shape_str(e.shape) + ")");
       continue;
     }
     if (t->dtype != e.dtype || t->shape != e.shape) {
       problems.push_back(t->file + ": tensor '" + e.name + "' is " + dtype_name(t->dtype) + " " +
-                         t->shape_str() + ", config expects " + dtype_name(e.dtype) + " " + shape_str(e.shape));
+                         t->shape_str() + ", config expects " + dtype_name(e.dtype) + " " +
+                         shape_str(e.shape));
     }
   }
   for (const auto& [name, t] : ck.tensors()) {
     if (!expected_names.count(name)) {
-      problems.push_back(t.file + ": unexpected tensor '" + name + "' (" + dtype_name(t.dtype) + " " +
-                         t.shape_str() + ") not part of this config");
+      problems.push_back(t.file + ": unexpected tensor '" + name + "' (" + dtype_name(t.dtype) +
+                         " " + t.shape_str() + ") not part of this config");
     }
   }
   if (problems.empty()) return;
-  std::string msg = "checkpoint does not match config.json (" + std::to_string(problems.size()) + " problem" +
-                    (problems.size() > 1 ? "s" : "") + "):";
+  std::string msg = "checkpoint does not match config.json (" + std::to_string(problems.size()) +
+                    " problem" + (problems.size() > 1 ? "s" : "") + "):";
   for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
   if (problems.size() > 20) msg += "\n  …and " + std::to_string(problems.size() - 20) + " more";
   throw Error(msg);
@@ -185,7 +191,9 @@ struct Binder {
     v.data = t.dtype == DType::kF32 ? aligned(t) : t.data;
     return v;
   }
-  const float* f32(const std::string& n) const { return static_cast<const float*>(aligned(get(n))); }
+  const float* f32(const std::string& n) const {
+    return static_cast<const float*>(aligned(get(n)));
+  }
   std::vector<float> vec(const std::string& n) const {
     const TensorInfo& t = get(n);
     std::vector<float> out(t.numel());
@@ -196,9 +204,12 @@ struct Binder {
     }
     return out;
   }
-  HcParams hc(const std::string& p) const { return {plain(p + "_fn"), f32(p + "_base"), f32(p + "_scale")}; }
+  HcParams hc(const std::string& p) const {
+    return {plain(p + "_fn"), f32(p + "_base"), f32(p + "_scale")};
+  }
   CompressorWeights compressor(const std::string& p) const {
-    return {plain(p + ".wkv.weight"), plain(p + ".wgate.weight"), f32(p + ".ape"), vec(p + ".norm.weight")};
+    return {plain(p + ".wkv.weight"), plain(p + ".wgate.weight"), f32(p + ".ape"),
+            vec(p + ".norm.weight")};
   }
   BlockWeights block(const std::string& p, const ModelConfig& c, int ratio, bool hash) const {
     BlockWeights b;
@@ -265,7 +276,8 @@ ModelWeights ModelWeights::build(const Checkpoint& ck, const ModelConfig& c) {
     t.enorm = b.vec(p + ".enorm.weight");
     t.hnorm = b.vec(p + ".hnorm.weight");
     t.norm = b.vec(p + ".norm.weight");
-    t.hc_head = {b.plain(p + ".hc_head_fn"), b.f32(p + ".hc_head_base"), b.f32(p + ".hc_head_scale")};
+    t.hc_head = {b.plain(p + ".hc_head_fn"), b.f32(p + ".hc_head_base"),
+                 b.f32(p + ".hc_head_scale")};
     t.block = b.block(p, c, c.ratio(c.n_layers + m), false);
     w.mtp.push_back(std::move(t));
   }

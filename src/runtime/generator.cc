@@ -10,12 +10,18 @@ namespace dsv4 {
 
 const char* stop_reason_name(StopReason r) {
   switch (r) {
-    case StopReason::kNone: return "none";
-    case StopReason::kEos: return "eos";
-    case StopReason::kStopString: return "stop";
-    case StopReason::kMaxTokens: return "length";
-    case StopReason::kContextFull: return "context";
-    case StopReason::kInterrupted: return "interrupted";
+    case StopReason::kNone:
+      return "none";
+    case StopReason::kEos:
+      return "eos";
+    case StopReason::kStopString:
+      return "stop";
+    case StopReason::kMaxTokens:
+      return "length";
+    case StopReason::kContextFull:
+      return "context";
+    case StopReason::kInterrupted:
+      return "interrupted";
   }
   return "?";
 }
@@ -95,7 +101,8 @@ void SequenceGenerator::set_prompt(std::span<const int32_t> tokens) {
   const int64_t total = seq_.n_past + static_cast<int64_t>(tokens.size());
   if (total >= n_ctx_) {
     throw Error("prompt is " + std::to_string(tokens.size()) + " tokens" +
-                (seq_.n_past ? " (+ " + std::to_string(seq_.n_past) + " already in context)" : std::string()) +
+                (seq_.n_past ? " (+ " + std::to_string(seq_.n_past) + " already in context)"
+                             : std::string()) +
                 ", which leaves no room to generate in a context of " + std::to_string(n_ctx_) +
                 " tokens (raise -c or shorten the prompt)");
   }
@@ -191,7 +198,8 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
   ++timings_.gen_tokens;
   step.token = t;
   step.logits = row;
-  const bool is_eos = !p_.ignore_eos && std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
+  const bool is_eos =
+      !p_.ignore_eos && std::find(p_.eos_ids.begin(), p_.eos_ids.end(), t) != p_.eos_ids.end();
   if (is_eos) {
     end(StopReason::kEos, &step.text);
     return step;
@@ -227,12 +235,16 @@ GenerationResult generate(const Model& model, ThreadPool& pool, const tok::Token
     const bool prefilling = g.in_prefill();
     BatchItem item = g.next_item();
     model.forward(std::span<const BatchItem>(&item, 1), pool, fr);
-    const float* row = item.no_logits ? nullptr : fr.logits.data() + fr.first_row.at(0) * static_cast<size_t>(V);
+    const float* row =
+        item.no_logits ? nullptr : fr.logits.data() + fr.first_row.at(0) * static_cast<size_t>(V);
     if (cb.interrupt && cb.interrupt->load()) g.interrupt();
     SequenceGenerator::Step s = g.on_logits(row);
-    if (prefilling && cb.on_prefill_progress) cb.on_prefill_progress(g.prompt_done(), g.prompt_total());
-    if (s.token >= 0 && cb.on_token) cb.on_token(s.token, s.text, s.logits);
-    else if (!s.text.empty() && cb.on_token) cb.on_token(-1, s.text, nullptr);
+    if (prefilling && cb.on_prefill_progress)
+      cb.on_prefill_progress(g.prompt_done(), g.prompt_total());
+    if (s.token >= 0 && cb.on_token)
+      cb.on_token(s.token, s.text, s.logits);
+    else if (!s.text.empty() && cb.on_token)
+      cb.on_token(-1, s.text, nullptr);
   }
   GenerationResult r;
   r.tokens = g.generated();

@@ -96,10 +96,10 @@ std::shared_ptr<RequestHandle> Scheduler::submit(GenRequest req) {
     // Requests that will find a slot at the next step do not count against the queue bound.
     if (static_cast<int>(queue_.size()) >= free_slots + opts_.max_queue) return nullptr;
     Pending p;
-    p.deadline = req.timeout_s > 0
-                     ? Clock::now() + std::chrono::microseconds(
-                                          static_cast<int64_t>(req.timeout_s * 1e6))
-                     : Clock::time_point{};
+    p.deadline =
+        req.timeout_s > 0
+            ? Clock::now() + std::chrono::microseconds(static_cast<int64_t>(req.timeout_s * 1e6))
+            : Clock::time_point{};
     p.req = std::move(req);
     p.handle = h;
     queue_.push_back(std::move(p));
@@ -229,8 +229,9 @@ void Scheduler::loop() {
       p.handle->push(std::move(ev));
     }
     if (stopping) {
-      for (Slot* s : active) finish_slot(*s, StopReason::kInterrupted, "server shutting down", false,
-                                         s->gen->finish(StopReason::kInterrupted));
+      for (Slot* s : active)
+        finish_slot(*s, StopReason::kInterrupted, "server shutting down", false,
+                    s->gen->finish(StopReason::kInterrupted));
       std::lock_guard<std::mutex> lk(mu_);
       for (Pending& p : queue_) {
         GenEvent ev;
@@ -306,7 +307,8 @@ void Scheduler::step(std::vector<Slot*>& active) {
     } catch (const std::exception& e) {
       err = e.what();
     }
-    if (forced_tok >= 0) forced_row_[static_cast<size_t>(forced_tok)] = -std::numeric_limits<float>::infinity();
+    if (forced_tok >= 0)
+      forced_row_[static_cast<size_t>(forced_tok)] = -std::numeric_limits<float>::infinity();
     if (!err.empty()) {
       finish_slot(s, StopReason::kInterrupted, err, false, s.gen->finish(StopReason::kInterrupted));
       continue;

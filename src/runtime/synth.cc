@@ -41,17 +41,38 @@ struct Preset {
 
 const std::vector<Preset>& presets() {
   static const std::vector<Preset> p = {
-      // Like ../shared/golden/tiny (Flash's layer pattern at dim 256) with the full V4 vocabulary so
+      // Like ../shared/golden/tiny (Flash's layer pattern at dim 256) with the full V4 vocabulary
+      // so
       // the real tokenizer works; embed/head dominate its ~150 MB.
-      {"tiny", 256, 7, 8, 128, 128, 2, 128, 32, 16, 128, 8, 16, 6, 128, 3, 1.5, 129280, 8192,
-       {0, 0, 4, 128, 4, 128, 4, 0}, 0},
+      {"tiny", 256, 7,  8, 128, 128, 2,   128,    32,   16,
+       128,    8,   16, 6, 128, 3,   1.5, 129280, 8192, {0, 0, 4, 128, 4, 128, 4, 0},
+       0},
       // Exact V4-Flash dimensions, 4 layers, 32 routed experts (top-6) + 1 shared, ~4.5 GB.
-      {"flash-4l", 4096, 4, 64, 512, 1024, 8, 1024, 128, 64, 128, 512, 32, 6, 2048, 1, 1.5, 129280,
-       1048576, {0, 4, 128, 4, 0}, size_t{2} << 30},
+      {"flash-4l",
+       4096,
+       4,
+       64,
+       512,
+       1024,
+       8,
+       1024,
+       128,
+       64,
+       128,
+       512,
+       32,
+       6,
+       2048,
+       1,
+       1.5,
+       129280,
+       1048576,
+       {0, 4, 128, 4, 0},
+       size_t{2} << 30},
       // Exact V4-Pro dimensions, one CSA layer (compressor + indexer at Pro shapes, hash-routed) +
       // MTP, 8 routed experts (top-6) + 1 shared, ~5 GB.
-      {"pro-1l", 7168, 1, 128, 512, 1536, 16, 1024, 128, 64, 128, 1024, 8, 6, 3072, 1, 2.5, 129280,
-       1048576, {4, 0}, size_t{2} << 30},
+      {"pro-1l", 7168, 1, 128, 512,    1536,    16,     1024,           128, 64, 128, 1024, 8,
+       6,        3072, 1, 2.5, 129280, 1048576, {4, 0}, size_t{2} << 30},
   };
   return p;
 }
@@ -103,8 +124,8 @@ struct Rng {
 enum class Kind { kFp8, kFp4, kNormalBf16, kNormBf16, kNormalF32, kHcBase, kUniformF32, kTid2eid };
 
 struct Plan {
-  ExpectedTensor t;          // the weight (or value) tensor
-  std::string scale_name;    // FP8/FP4: its .scale tensor
+  ExpectedTensor t;        // the weight (or value) tensor
+  std::string scale_name;  // FP8/FP4: its .scale tensor
   Kind kind = Kind::kNormalF32;
   float mean = 0.0f, stddev = 1.0f;  // normal kinds; uniform: [mean, stddev)
   int hc = 4, n_experts = 0;
@@ -158,7 +179,8 @@ std::vector<Plan> make_plans(const ModelConfig& cfg) {
           p.stddev = 0.1f;
         } else {
           p.kind = Kind::kNormalBf16;
-          p.stddev = n == "embed.weight" ? 1.0f : linear_gain(n) / std::sqrt(static_cast<float>(cols));
+          p.stddev =
+              n == "embed.weight" ? 1.0f : linear_gain(n) / std::sqrt(static_cast<float>(cols));
         }
         break;
       case DType::kF32:
@@ -190,7 +212,8 @@ std::vector<Plan> make_plans(const ModelConfig& cfg) {
         p.kind = Kind::kTid2eid;
         break;
       default:
-        throw Error("synth: no initialisation rule for tensor '" + n + "' (" + dtype_name(e.dtype) + ")");
+        throw Error("synth: no initialisation rule for tensor '" + n + "' (" + dtype_name(e.dtype) +
+                    ")");
     }
     plans.push_back(std::move(p));
   }
@@ -238,7 +261,8 @@ void gen_chunk(const Plan& p, uint64_t tensor_seed, int64_t chunk, SafetensorsWr
         scales[b] = sb;
         const float inv = std::ldexp(1.0f, 127 - static_cast<int>(sb));
         for (int64_t r = 0; r < nr; ++r)
-          for (int64_t c = c0; c < c1; ++c) codes[r * cols + c] = e4m3_encode(x[r * cols + c] * inv);
+          for (int64_t c = c0; c < c1; ++c)
+            codes[r * cols + c] = e4m3_encode(x[r * cols + c] * inv);
       }
       w.write(name, static_cast<size_t>(r0 * cols), codes.data(), codes.size());
       w.write(p.scale_name, static_cast<size_t>(chunk * nbc), scales.data(), scales.size());
@@ -262,7 +286,8 @@ void gen_chunk(const Plan& p, uint64_t tensor_seed, int64_t chunk, SafetensorsWr
           scales[r * nb + b] = sb;
           const float inv = std::ldexp(1.0f, 127 - static_cast<int>(sb));
           for (int k = 0; k < 32; ++k) c4[k] = e2m1_encode(x[k] * inv);
-          for (int k = 0; k < 16; ++k) packed[r * (cols / 2) + b * 16 + k] = pack_e2m1(c4[2 * k], c4[2 * k + 1]);
+          for (int k = 0; k < 16; ++k)
+            packed[r * (cols / 2) + b * 16 + k] = pack_e2m1(c4[2 * k], c4[2 * k + 1]);
         }
       }
       w.write(name, static_cast<size_t>(r0 * cols / 2), packed.data(), packed.size());
@@ -310,7 +335,8 @@ void gen_chunk(const Plan& p, uint64_t tensor_seed, int64_t chunk, SafetensorsWr
       for (int64_t r = 0; r < nr; ++r) {
         for (int e = 0; e < p.n_experts; ++e) perm[e] = e;
         for (int64_t j = 0; j < k; ++j) {  // partial Fisher–Yates: k distinct experts
-          int64_t pick = j + static_cast<int64_t>(rng.next() % static_cast<uint64_t>(p.n_experts - j));
+          int64_t pick =
+              j + static_cast<int64_t>(rng.next() % static_cast<uint64_t>(p.n_experts - j));
           std::swap(perm[j], perm[pick]);
           v[r * k + j] = perm[j];
         }
@@ -438,18 +464,55 @@ std::string minimal_tokenizer_json() {
                      {"special", special}});
   };
   for (int i = 0; i < 3; ++i) add(i, kSpecial3[i], true);
-  for (int id = 128000; id < 128800; ++id) add(id, "<｜place▁holder▁no▁" + std::to_string(id - 128000) + "｜>", true);
-  const char* named[] = {
-      "<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>", "<｜User｜>", "<｜Assistant｜>", "<|EOT|>",
-      "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>", "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>",
-      "<｜tool▁outputs▁begin｜>", "<｜tool▁outputs▁end｜>", "<｜tool▁output▁begin｜>",
-      "<｜tool▁output▁end｜>", "<｜tool▁sep｜>", "<｜begin▁of▁repo▁name｜>", "<｜end▁of▁repo▁name｜>",
-      "<｜begin▁of▁file▁name｜>", "<｜end▁of▁file▁name｜>", "<｜begin▁of▁file｜>", "<｜end▁of▁file｜>",
-      "<think>", "</think>", "<｜place▁holder▁for▁copy｜>", "<｜place▁holder▁for▁pointer▁replace｜>",
-      "｜DSML｜", "<｜begin▁sys｜>", "<｜end▁sys｜>", "<｜latest_reminder｜>", "<｜action｜>", "<｜query｜>",
-      "<｜authority｜>", "<｜domain｜>", "<｜task｜>", "<｜political｜>", "<｜entity｜>", "<｜title｜>",
-      "<｜safety｜>", "<｜answer｜>", "<｜search｜>", "<dsml:", "</dsml:", "<｜search▁begin｜>",
-      "<｜search▁end｜>", "<｜extracted_url｜>", "<｜read_url｜>", "<｜end_of_query｜>"};
+  for (int id = 128000; id < 128800; ++id)
+    add(id, "<｜place▁holder▁no▁" + std::to_string(id - 128000) + "｜>", true);
+  const char* named[] = {"<｜fim▁hole｜>",
+                         "<｜fim▁begin｜>",
+                         "<｜fim▁end｜>",
+                         "<｜User｜>",
+                         "<｜Assistant｜>",
+                         "<|EOT|>",
+                         "<｜tool▁calls▁begin｜>",
+                         "<｜tool▁calls▁end｜>",
+                         "<｜tool▁call▁begin｜>",
+                         "<｜tool▁call▁end｜>",
+                         "<｜tool▁outputs▁begin｜>",
+                         "<｜tool▁outputs▁end｜>",
+                         "<｜tool▁output▁begin｜>",
+                         "<｜tool▁output▁end｜>",
+                         "<｜tool▁sep｜>",
+                         "<｜begin▁of▁repo▁name｜>",
+                         "<｜end▁of▁repo▁name｜>",
+                         "<｜begin▁of▁file▁name｜>",
+                         "<｜end▁of▁file▁name｜>",
+                         "<｜begin▁of▁file｜>",
+                         "<｜end▁of▁file｜>",
+                         "<think>",
+                         "</think>",
+                         "<｜place▁holder▁for▁copy｜>",
+                         "<｜place▁holder▁for▁pointer▁replace｜>",
+                         "｜DSML｜",
+                         "<｜begin▁sys｜>",
+                         "<｜end▁sys｜>",
+                         "<｜latest_reminder｜>",
+                         "<｜action｜>",
+                         "<｜query｜>",
+                         "<｜authority｜>",
+                         "<｜domain｜>",
+                         "<｜task｜>",
+                         "<｜political｜>",
+                         "<｜entity｜>",
+                         "<｜title｜>",
+                         "<｜safety｜>",
+                         "<｜answer｜>",
+                         "<｜search｜>",
+                         "<dsml:",
+                         "</dsml:",
+                         "<｜search▁begin｜>",
+                         "<｜search▁end｜>",
+                         "<｜extracted_url｜>",
+                         "<｜read_url｜>",
+                         "<｜end_of_query｜>"};
   int id = 128800;
   for (const char* s : named) {
     add(id, s, id == 128805);  // V3 flags: only <|EOT|> of the named tokens is special
@@ -460,10 +523,15 @@ std::string minimal_tokenizer_json() {
     std::snprintf(buf, sizeof buf, "<|place_holder_mm_span_%04d|>", id - 128847 + 21);
     add(id, buf, true);
   }
-  const char* vision[] = {"<｜rl_image_pad｜>", "<｜rl_image_start｜>", "<｜image2｜>", "<｜/table>｜",
-                          "<｜table｜>", "<｜/td｜>", "<｜td｜>", "<｜/tr｜>", "<｜tr｜>", "<｜/polygon｜>",
-                          "<｜polygon｜>", "<｜/point｜>", "<｜point｜>", "<｜/box｜>", "<｜box｜>",
-                          "<｜/ref｜>", "<｜ref｜>", "<｜image｜>"};
+  const char* vision[] = {"<｜rl_image_pad｜>", "<｜rl_image_start｜>",
+                          "<｜image2｜>",       "<｜/table>｜",
+                          "<｜table｜>",        "<｜/td｜>",
+                          "<｜td｜>",           "<｜/tr｜>",
+                          "<｜tr｜>",           "<｜/polygon｜>",
+                          "<｜polygon｜>",      "<｜/point｜>",
+                          "<｜point｜>",        "<｜/box｜>",
+                          "<｜box｜>",          "<｜/ref｜>",
+                          "<｜ref｜>",          "<｜image｜>"};
   for (const char* s : vision) add(id++, s, true);
 
   nlohmann::json j;
@@ -478,8 +546,14 @@ std::string minimal_tokenizer_json() {
                            {"add_prefix_space", false},
                            {"trim_offsets", false},
                            {"use_regex", false}}}}};
-  j["post_processor"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", false}, {"use_regex", true}};
-  j["decoder"] = {{"type", "ByteLevel"}, {"add_prefix_space", true}, {"trim_offsets", true}, {"use_regex", true}};
+  j["post_processor"] = {{"type", "ByteLevel"},
+                         {"add_prefix_space", true},
+                         {"trim_offsets", false},
+                         {"use_regex", true}};
+  j["decoder"] = {{"type", "ByteLevel"},
+                  {"add_prefix_space", true},
+                  {"trim_offsets", true},
+                  {"use_regex", true}};
   j["model"] = {{"type", "BPE"},
                 {"dropout", nullptr},
                 {"unk_token", nullptr},
@@ -497,7 +571,8 @@ SynthReport synth_checkpoint(const SynthOptions& opts) {
   const Preset& preset = find_preset(opts.preset);
   const ojson cfg_json = synth_config(opts.preset);
   const std::string cfg_text = cfg_json.dump(2) + "\n";
-  const ModelConfig cfg = ModelConfig::from_json_text(cfg_text, "synth config (" + opts.preset + ")");
+  const ModelConfig cfg =
+      ModelConfig::from_json_text(cfg_text, "synth config (" + opts.preset + ")");
   std::vector<Plan> plans = make_plans(cfg);
 
   std::error_code ec;
@@ -602,7 +677,8 @@ SynthReport synth_checkpoint(const SynthOptions& opts) {
       if (ec) throw Error("cannot copy " + tc.string() + ": " + ec.message());
     }
     for (const char* n : {"tokenizer.json", "tokenizer_config.json"}) {
-      if (fs::exists(dir / n)) fs::permissions(dir / n, fs::perms::owner_write, fs::perm_options::add, ec);
+      if (fs::exists(dir / n))
+        fs::permissions(dir / n, fs::perms::owner_write, fs::perm_options::add, ec);
     }
     rep.real_tokenizer = true;
   } else {

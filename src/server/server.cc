@@ -48,7 +48,8 @@ static void load_model(Ctx& ctx) {
     ctx.sched = std::make_unique<Scheduler>(*ctx.model, ctx.tok.get(), *ctx.pool, so);
     ctx.created = unix_now();
     ctx.ready = true;
-    std::fprintf(stderr, "dsv4 serve: model loaded (%s), %d parallel sequences × %lld tokens, %d threads\n",
+    std::fprintf(stderr,
+                 "dsv4 serve: model loaded (%s), %d parallel sequences × %lld tokens, %d threads\n",
                  ctx.model_id.c_str(), o.n_parallel, static_cast<long long>(ctx.sched->n_ctx()),
                  ctx.pool->size());
   } catch (const std::exception& e) {
@@ -101,7 +102,8 @@ static std::string metrics_text(Ctx& ctx) {
   metric("dsv4_slots_total", "gauge", "Parallel sequences (-np)", s.n_parallel);
   metric("dsv4_kv_cache_bytes", "gauge", "KV/state memory held by active sequences",
          static_cast<double>(s.kv_bytes));
-  metric("dsv4_batch_steps_total", "counter", "Batched forward steps", static_cast<double>(s.steps));
+  metric("dsv4_batch_steps_total", "counter", "Batched forward steps",
+         static_cast<double>(s.steps));
   metric("dsv4_batch_sequences_total", "counter", "Sum over steps of sequences per batch",
          static_cast<double>(s.batch_seqs));
   metric("dsv4_http_inflight", "gauge", "HTTP generation requests being handled",
@@ -122,8 +124,10 @@ static void raise_listen_backlog(int port) {
     socklen_t sl = sizeof(ss);
     if (getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &sl) != 0) continue;
     int p = -1;
-    if (ss.ss_family == AF_INET) p = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    else if (ss.ss_family == AF_INET6) p = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    if (ss.ss_family == AF_INET)
+      p = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    else if (ss.ss_family == AF_INET6)
+      p = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
     if (p == port) ::listen(fd, SOMAXCONN);
   }
 }
@@ -132,13 +136,15 @@ int Server::run(const std::function<void(int)>& on_listening) {
   Ctx& ctx = impl_->ctx;
   httplib::Server& http = impl_->http;
   const ServerOptions& o = ctx.opts;
-  ctx.model_id = !o.alias.empty() ? o.alias
-                                  : std::filesystem::path(o.model_dir).lexically_normal().filename().string();
-  if (ctx.model_id.empty()) ctx.model_id = std::filesystem::path(o.model_dir).parent_path().filename().string();
+  ctx.model_id = !o.alias.empty()
+                     ? o.alias
+                     : std::filesystem::path(o.model_dir).lexically_normal().filename().string();
+  if (ctx.model_id.empty())
+    ctx.model_id = std::filesystem::path(o.model_dir).parent_path().filename().string();
   if (ctx.model_id.empty()) ctx.model_id = "dsv4";
 
-  const int http_threads = o.http_threads > 0 ? o.http_threads
-                                              : std::max(32, o.n_parallel + o.max_queue + 16);
+  const int http_threads =
+      o.http_threads > 0 ? o.http_threads : std::max(32, o.n_parallel + o.max_queue + 16);
   http.new_task_queue = [http_threads] { return new httplib::ThreadPool(http_threads); };
   http.set_payload_max_length(o.max_body_bytes);
   http.set_read_timeout(60, 0);
@@ -159,10 +165,13 @@ int Server::run(const std::function<void(int)>& on_listening) {
       if (auth.rfind("Bearer ", 0) == 0) key = auth.substr(7);
       if (key.empty()) key = req.get_header_value("x-api-key");
       if (key != ctx.opts.api_key) {
-        send_error(res, ApiError(401, key.empty() ? "missing API key (send Authorization: Bearer KEY or x-api-key)"
-                                                  : "invalid API key",
-                                 "", "authentication_error", "invalid_api_key"),
-                   req.path == "/v1/messages");
+        send_error(
+            res,
+            ApiError(401,
+                     key.empty() ? "missing API key (send Authorization: Bearer KEY or x-api-key)"
+                                 : "invalid API key",
+                     "", "authentication_error", "invalid_api_key"),
+            req.path == "/v1/messages");
         return httplib::Server::HandlerResponse::Handled;
       }
     }
@@ -174,24 +183,36 @@ int Server::run(const std::function<void(int)>& on_listening) {
     if (!res.body.empty()) return;
     std::string msg;
     switch (res.status) {
-      case 404: msg = "no such endpoint: " + req.method + " " + req.path; break;
-      case 405: msg = "method not allowed"; break;
-      case 413: msg = "request body exceeds the limit of " + std::to_string(ctx.opts.max_body_bytes) + " bytes"; break;
-      case 414: msg = "request URI too long"; break;
-      default: msg = "HTTP error " + std::to_string(res.status); break;
+      case 404:
+        msg = "no such endpoint: " + req.method + " " + req.path;
+        break;
+      case 405:
+        msg = "method not allowed";
+        break;
+      case 413:
+        msg = "request body exceeds the limit of " + std::to_string(ctx.opts.max_body_bytes) +
+              " bytes";
+        break;
+      case 414:
+        msg = "request URI too long";
+        break;
+      default:
+        msg = "HTTP error " + std::to_string(res.status);
+        break;
     }
     send_error(res, ApiError(res.status, msg), req.path == "/v1/messages");
   });
-  http.set_exception_handler([](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
-    std::string msg = "internal error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      msg = std::string("internal error: ") + e.what();
-    } catch (...) {
-    }
-    send_error(res, ApiError(500, msg), req.path == "/v1/messages");
-  });
+  http.set_exception_handler(
+      [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        std::string msg = "internal error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          msg = std::string("internal error: ") + e.what();
+        } catch (...) {
+        }
+        send_error(res, ApiError(500, msg), req.path == "/v1/messages");
+      });
 
   http.Get("/health", [&ctx](const httplib::Request&, httplib::Response& res) {
     if (ctx.ready) {
@@ -224,15 +245,16 @@ int Server::run(const std::function<void(int)>& on_listening) {
     r["data"] = ojson::array({model_obj()});
     res.set_content(r.dump(), "application/json");
   });
-  http.Get(R"(/v1/models/(.+))", [&ctx, model_obj](const httplib::Request& req, httplib::Response& res) {
-    const std::string id = req.matches[1];
-    if (id != ctx.model_id) {
-      send_error(res, ApiError(404, "model '" + id + "' not found", "model", "invalid_request_error",
-                               "model_not_found"));
-      return;
-    }
-    res.set_content(model_obj().dump(), "application/json");
-  });
+  http.Get(R"(/v1/models/(.+))",
+           [&ctx, model_obj](const httplib::Request& req, httplib::Response& res) {
+             const std::string id = req.matches[1];
+             if (id != ctx.model_id) {
+               send_error(res, ApiError(404, "model '" + id + "' not found", "model",
+                                        "invalid_request_error", "model_not_found"));
+               return;
+             }
+             res.set_content(model_obj().dump(), "application/json");
+           });
   http.Get("/metrics", [&ctx](const httplib::Request&, httplib::Response& res) {
     res.set_content(metrics_text(ctx), "text/plain; version=0.0.4");
   });
@@ -246,7 +268,8 @@ int Server::run(const std::function<void(int)>& on_listening) {
         ctx.metrics.http_inflight++;
       }
       try {
-        if (!ctx.ready) throw ApiError(503, "the model is still loading", "", "unavailable_error", "loading");
+        if (!ctx.ready)
+          throw ApiError(503, "the model is still loading", "", "unavailable_error", "loading");
         fn(ctx, req, res);
         if (generation) ctx.metrics.requests_ok++;
       } catch (const ApiError& e) {
@@ -266,48 +289,62 @@ int Server::run(const std::function<void(int)>& on_listening) {
   http.Post("/v1/responses", wrap(handle_responses, false, true));
   http.Post("/v1/messages", wrap(handle_messages, true, true));
 
-  http.Post("/tokenize", wrap([](Ctx& ctx, const httplib::Request& req, httplib::Response& res) {
-    json body = parse_body(req);
-    const json* c = field(body, "content");
-    if (!c || !c->is_string()) throw ApiError(400, "'content' must be a string", "content");
-    const bool add_special = get_bool(body, "add_special", false);
-    const bool with_pieces = get_bool(body, "with_pieces", false);
-    std::vector<int32_t> ids;
-    try {
-      ids = ctx.tok->encode(c->get<std::string>());
-    } catch (const Error& e) {
-      throw ApiError(400, std::string("'content': ") + e.what(), "content");
-    }
-    if (add_special) ids.insert(ids.begin(), ctx.tok->bos_id());
-    ojson toks = ojson::array();
-    for (int32_t id : ids) {
-      if (with_pieces) toks.push_back({{"id", id}, {"piece", token_text(*ctx.tok, id)}});
-      else toks.push_back(id);
-    }
-    ojson r;
-    r["tokens"] = std::move(toks);
-    res.set_content(r.dump(), "application/json");
-  }, false, false));
-  http.Post("/detokenize", wrap([](Ctx& ctx, const httplib::Request& req, httplib::Response& res) {
-    json body = parse_body(req);
-    const json* t = field(body, "tokens");
-    if (!t || !t->is_array()) throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
-    std::vector<int32_t> ids;
-    for (const auto& x : *t) {
-      if (!x.is_number_integer()) throw ApiError(400, "'tokens' must be a list of integers", "tokens");
-      const int64_t v = x.get<int64_t>();
-      if (v < 0 || v >= static_cast<int64_t>(ctx.tok->vocab_size()))
-        throw ApiError(400, "token id " + std::to_string(v) + " is outside the vocabulary", "tokens");
-      ids.push_back(static_cast<int32_t>(v));
-    }
-    ojson r;
-    try {
-      r["content"] = ctx.tok->decode(ids);
-    } catch (const Error& e) {
-      throw ApiError(400, e.what(), "tokens");
-    }
-    res.set_content(r.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-  }, false, false));
+  http.Post("/tokenize",
+            wrap(
+                [](Ctx& ctx, const httplib::Request& req, httplib::Response& res) {
+                  json body = parse_body(req);
+                  const json* c = field(body, "content");
+                  if (!c || !c->is_string())
+                    throw ApiError(400, "'content' must be a string", "content");
+                  const bool add_special = get_bool(body, "add_special", false);
+                  const bool with_pieces = get_bool(body, "with_pieces", false);
+                  std::vector<int32_t> ids;
+                  try {
+                    ids = ctx.tok->encode(c->get<std::string>());
+                  } catch (const Error& e) {
+                    throw ApiError(400, std::string("'content': ") + e.what(), "content");
+                  }
+                  if (add_special) ids.insert(ids.begin(), ctx.tok->bos_id());
+                  ojson toks = ojson::array();
+                  for (int32_t id : ids) {
+                    if (with_pieces)
+                      toks.push_back({{"id", id}, {"piece", token_text(*ctx.tok, id)}});
+                    else
+                      toks.push_back(id);
+                  }
+                  ojson r;
+                  r["tokens"] = std::move(toks);
+                  res.set_content(r.dump(), "application/json");
+                },
+                false, false));
+  http.Post("/detokenize",
+            wrap(
+                [](Ctx& ctx, const httplib::Request& req, httplib::Response& res) {
+                  json body = parse_body(req);
+                  const json* t = field(body, "tokens");
+                  if (!t || !t->is_array())
+                    throw ApiError(400, "'tokens' must be a list of token ids", "tokens");
+                  std::vector<int32_t> ids;
+                  for (const auto& x : *t) {
+                    if (!x.is_number_integer())
+                      throw ApiError(400, "'tokens' must be a list of integers", "tokens");
+                    const int64_t v = x.get<int64_t>();
+                    if (v < 0 || v >= static_cast<int64_t>(ctx.tok->vocab_size()))
+                      throw ApiError(400,
+                                     "token id " + std::to_string(v) + " is outside the vocabulary",
+                                     "tokens");
+                    ids.push_back(static_cast<int32_t>(v));
+                  }
+                  ojson r;
+                  try {
+                    r["content"] = ctx.tok->decode(ids);
+                  } catch (const Error& e) {
+                    throw ApiError(400, e.what(), "tokens");
+                  }
+                  res.set_content(r.dump(-1, ' ', false, json::error_handler_t::replace),
+                                  "application/json");
+                },
+                false, false));
 
   int port = o.port;
   if (port == 0) {

@@ -58,7 +58,10 @@ inline uint64_t elastic_tag(size_t gen) { return static_cast<uint64_t>(gen & 0xf
 void ThreadPool::worker_loop(int index) {
   size_t seen = 0;
   for (;;) {
-    auto ready = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    auto ready = [&] {
+      return stop_.load(std::memory_order_acquire) ||
+             generation_.load(std::memory_order_acquire) != seen;
+    };
     if (!spin_until(ready, kSpinMicros)) {
       std::unique_lock<std::mutex> lock(mu_);
       cv_start_.wait(lock, ready);

@@ -4,8 +4,8 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <thread>
@@ -25,8 +25,7 @@ class ThreadPool {
 
   // Calls fn(begin, end, thread_index) over disjoint chunks covering [0, n). Blocks until done.
   // The calling thread takes part. Chunks are aligned to `grain` (except the last).
-  void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn,
-                    size_t grain = 1);
+  void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn, size_t grain = 1);
 
   // Calls fn(thread_index) once on every thread.
   void run_on_all(const std::function<void(int)>& fn);

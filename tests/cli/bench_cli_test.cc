@@ -11,25 +11,30 @@ namespace {
 
 TEST(BenchCli, TinyModelJsonHasSaneFields) {
   std::string out;
-  const std::string cmd = dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
+  const std::string cmd = dsv4_binary() + " bench -m " +
+                          (shared_dir() / "golden" / "tiny").string() +
                           " -p 16 -n 4 --depth 0,40 --membench-mib 16 -t 2 --json 2>/dev/null";
   ASSERT_EQ(run_command(cmd, &out), 0) << out;
   const auto j = nlohmann::json::parse(out);
-  for (const char* k : {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s", "triad_gb_s",
-                        "decode_roofline_ratio", "prefill_tok_s", "prefill_flop_s", "peak_flop_s", "prefill_peak_ratio",
-                        "rss_bytes"}) {
+  for (const char* k : {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s",
+                        "triad_gb_s", "decode_roofline_ratio", "prefill_tok_s", "prefill_flop_s",
+                        "peak_flop_s", "prefill_peak_ratio", "rss_bytes"}) {
     ASSERT_TRUE(j.contains(k)) << k;
     EXPECT_GT(j[k].get<double>(), 0.0) << k;
   }
   ASSERT_EQ(j["decode"].size(), 2u);
   // Deeper context reads more KV per token.
-  EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(), j["decode"][0]["bytes_per_token"].get<double>());
+  EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(),
+            j["decode"][0]["bytes_per_token"].get<double>());
   EXPECT_LT(j["decode_roofline_ratio"].get<double>(), 5.0);
 }
 
 TEST(BenchCli, BadDepthIsRejected) {
   std::string out;
-  EXPECT_NE(run_command(dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() + " --depth 1,x", &out), 0);
+  EXPECT_NE(run_command(dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
+                            " --depth 1,x",
+                        &out),
+            0);
   EXPECT_NE(out.find("--depth"), std::string::npos) << out;
 }
 

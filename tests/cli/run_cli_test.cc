@@ -28,8 +28,8 @@ const fs::path& tiny() {
   static test::TempDir* dir = new test::TempDir("cli-tiny");
   static bool done = [] {
     std::string out;
-    int rc = run_command(dsv4_binary() + " synth --preset tiny -o " + q(dir->path()) + " --tokenizer-dir " +
-                             q(test::shared_dir() / "tokenizer"),
+    int rc = run_command(dsv4_binary() + " synth --preset tiny -o " + q(dir->path()) +
+                             " --tokenizer-dir " + q(test::shared_dir() / "tokenizer"),
                          &out);
     EXPECT_EQ(rc, 0) << out;
     return true;
@@ -62,7 +62,8 @@ TEST(RunCli, BadInputGivesClearErrors) {
     f << "hello \xff\xfe world";
   }
   expect_fails("run -m " + q(tiny()) + " -f " + q(tmp.path() / "bad.txt"), "not valid UTF-8");
-  expect_fails("run -m " + q(tiny()) + " -f " + q(tmp.path() / "missing.txt"), "cannot read prompt file");
+  expect_fails("run -m " + q(tiny()) + " -f " + q(tmp.path() / "missing.txt"),
+               "cannot read prompt file");
   expect_fails("run -m " + q(tiny()), "no prompt");
   expect_fails("run -m " + q(tiny()) + " -p hi --top-p 0", "--top-p");
   expect_fails("run -m " + q(tiny()) + " --prompt-ids 1,x,3", "not a token id");
@@ -71,8 +72,9 @@ TEST(RunCli, BadInputGivesClearErrors) {
   expect_fails("synth --preset huge -o " + q(tmp.path() / "x"), "huge");
   std::string out;
   EXPECT_EQ(run_command(dsv4_binary() + " run --help", &out), 0);
-  for (const char* flag : {"-m", "-p", "-f", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--seed",
-                           "--raw", "--think", "--reasoning-effort", "--prompt-ids", "--progress"}) {
+  for (const char* flag :
+       {"-m", "-p", "-f", "-n", "-c", "-t", "--temp", "--top-k", "--top-p", "--min-p", "--seed",
+        "--raw", "--think", "--reasoning-effort", "--prompt-ids", "--progress"}) {
     EXPECT_NE(out.find(flag), std::string::npos) << flag;
   }
 }
@@ -82,7 +84,8 @@ TEST(RunCli, GoldenGreedyThroughPromptIds) {
   test::TempDir tmp("cli-golden");
   const fs::path golden = test::shared_dir() / "golden" / "tiny";
   std::string out;
-  int rc = run_command(dsv4_binary() + " run -m " + q(golden) + " --prompt-ids 0,203,261 --temp 0 -n 2 --output-json " +
+  int rc = run_command(dsv4_binary() + " run -m " + q(golden) +
+                           " --prompt-ids 0,203,261 --temp 0 -n 2 --output-json " +
                            q(tmp.path() / "o.json") + " 2>&1",
                        &out);
   ASSERT_EQ(rc, 0) << out;
@@ -95,9 +98,10 @@ TEST(RunCli, GoldenGreedyThroughPromptIds) {
 TEST(RunCli, SeededRunsAreIdentical) {
   auto go = [&](int seed) {
     std::string out;
-    int rc = run_command(dsv4_binary() + " run -m " + q(tiny()) + " -p 'Tell me a story' -n 10 --seed " +
-                             std::to_string(seed) + " 2>/dev/null",
-                         &out);
+    int rc =
+        run_command(dsv4_binary() + " run -m " + q(tiny()) + " -p 'Tell me a story' -n 10 --seed " +
+                        std::to_string(seed) + " 2>/dev/null",
+                    &out);
     EXPECT_EQ(rc, 0) << out;
     return out.substr(0, out.find("\nload:"));  // the generated text (timings differ)
   };
@@ -141,7 +145,8 @@ Child spawn(const std::vector<std::string>& argv) {
 bool read_until(int fd, std::string& acc, const std::string& needle, double timeout_s) {
   auto t0 = std::chrono::steady_clock::now();
   while (acc.find(needle) == std::string::npos) {
-    double left = timeout_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    double left =
+        timeout_s - std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (left <= 0) return false;
     pollfd p{fd, POLLIN, 0};
     if (poll(&p, 1, static_cast<int>(left * 1000)) <= 0) return false;
@@ -153,7 +158,9 @@ bool read_until(int fd, std::string& acc, const std::string& needle, double time
   return true;
 }
 
-void send(const Child& c, const std::string& s) { ASSERT_EQ(write(c.in, s.data(), s.size()), (ssize_t)s.size()); }
+void send(const Child& c, const std::string& s) {
+  ASSERT_EQ(write(c.in, s.data(), s.size()), (ssize_t)s.size());
+}
 
 TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
   test::TempDir tmp("cli-chat");
@@ -163,7 +170,9 @@ TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
   ASSERT_TRUE(read_until(c.out, acc, "/help for commands", 60)) << acc;
   send(c, "/help\nHello there\n/ctx\n");
   ASSERT_TRUE(read_until(c.out, acc, "context: ", 60)) << acc;
-  send(c, "/think\n/effort max\n\"\"\"\nA question\nover two lines\n\"\"\"\n/nothink\n/system Be brief.\n");
+  send(c,
+       "/think\n/effort max\n\"\"\"\nA question\nover two lines\n\"\"\"\n/nothink\n/system Be "
+       "brief.\n");
   ASSERT_TRUE(read_until(c.out, acc, "system prompt set", 60)) << acc;
   send(c, "/save " + save + "\n");
   ASSERT_TRUE(read_until(c.out, acc, "saved 5 messages", 60)) << acc;
@@ -184,8 +193,8 @@ TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
   waitpid(c.pid, &status, 0);
   close(c.out);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << acc;
-  for (const char* s : {"thinking mode on", "thinking mode off", "reasoning effort: max", "conversation cleared",
-                        "loaded 5 messages", "<think>", "/quit"}) {
+  for (const char* s : {"thinking mode on", "thinking mode off", "reasoning effort: max",
+                        "conversation cleared", "loaded 5 messages", "<think>", "/quit"}) {
     EXPECT_NE(acc.find(s), std::string::npos) << s << "\n" << acc;
   }
   std::ifstream in(save);
@@ -196,12 +205,14 @@ TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
 }
 
 TEST(ChatCli, SigintStopsGenerationNotTheProgram) {
-  Child c = spawn({dsv4_binary(), "chat", "-m", tiny().string(), "-n", "-1", "--ignore-eos", "-c", "1024"});
+  Child c = spawn(
+      {dsv4_binary(), "chat", "-m", tiny().string(), "-n", "-1", "--ignore-eos", "-c", "1024"});
   std::string acc;
   ASSERT_TRUE(read_until(c.out, acc, "/help for commands", 60)) << acc;
   auto wait_for_tokens = [&](size_t start) {
     auto t0 = std::chrono::steady_clock::now();
-    while (acc.size() < start + 40 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
+    while (acc.size() < start + 40 &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(60)) {
       read_until(c.out, acc, "\x01never", 0.2);
     }
     return acc.size() >= start + 40;
@@ -213,7 +224,8 @@ TEST(ChatCli, SigintStopsGenerationNotTheProgram) {
     ASSERT_TRUE(wait_for_tokens(start)) << acc;
     kill(c.pid, SIGINT);
     ASSERT_TRUE(read_until(c.out, acc, "[interrupted]", 30)) << acc;
-    EXPECT_EQ(acc.find("context full"), std::string::npos) << "the reply was not interrupted:\n" << acc;
+    EXPECT_EQ(acc.find("context full"), std::string::npos) << "the reply was not interrupted:\n"
+                                                           << acc;
     send(c, "/ctx\n");
     ASSERT_TRUE(read_until(c.out, acc, "context: ", 30)) << acc;
     acc.replace(acc.find("[interrupted]"), 13, "[handled]");

@@ -33,7 +33,8 @@ std::unique_ptr<Model> load(const GoldenRun& r, bool exact) {
 }
 
 // Feeds ids in the given chunk sizes (the last chunk repeats), returns logits of every position.
-std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t chunk, size_t decode_from) {
+std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t chunk,
+                        size_t decode_from) {
   SequenceState s = m.new_sequence();
   std::vector<float> all;
   ForwardResult res;
@@ -89,8 +90,8 @@ TEST(Consistency, ChunkedNativePrefillWithinReferenceDTolerance) {
     const auto got = feed(*m, r.ids, chunk, r.ids.size());
     const Comparison self = compare_logits(got, one_shot, V);
     const Comparison c = compare_logits(got, ref, V);
-    std::printf("[consistency] tiny/long native chunk %zu vs one-shot: %s; vs D: %s\n", chunk, self.str().c_str(),
-                c.str().c_str());
+    std::printf("[consistency] tiny/long native chunk %zu vs one-shot: %s; vs D: %s\n", chunk,
+                self.str().c_str(), c.str().c_str());
     // Chunking must not change the native path at all beyond fp32 noise (it is bit-identical
     // today); the D comparison then only confirms the result is still within D's tolerance.
     EXPECT_LE(self.rms_rel, 1e-6) << "chunk " << chunk;
@@ -127,7 +128,8 @@ TEST(Consistency, BatchNeighboursDoNotChangeLogits) {
     if (ldone < lr.ids.size()) {
       BatchItem it;
       it.seq = &ls;
-      it.tokens = std::span<const int32_t>(lr.ids.data() + ldone, std::min<size_t>(100, lr.ids.size() - ldone));
+      it.tokens = std::span<const int32_t>(lr.ids.data() + ldone,
+                                           std::min<size_t>(100, lr.ids.size() - ldone));
       it.all_logits = true;
       batch.push_back(it);
     }

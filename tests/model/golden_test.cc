@@ -63,22 +63,23 @@ std::vector<float> run_chunks(const Model& m, SequenceState& seq, const std::vec
 struct FileCheck {
   std::string file;
   std::vector<float> got, ref;
-  std::vector<float> margins;     // D: reference top1-top2 margin per row
+  std::vector<float> margins;      // D: reference top1-top2 margin per row
   std::vector<int64_t> positions;  // absolute position of each row
 };
 
 class GoldenTest : public ::testing::TestWithParam<std::tuple<GoldenRun, char>> {};
 
-void check_file(const GoldenRun& r, char mode, const FileCheck& f, size_t vocab, bool no_indexer_choice,
-                const std::set<int64_t>& near_ties) {
+void check_file(const GoldenRun& r, char mode, const FileCheck& f, size_t vocab,
+                bool no_indexer_choice, const std::set<int64_t>& near_ties) {
   ASSERT_EQ(f.got.size(), f.ref.size()) << f.file;
   const Comparison c = compare_logits(f.got, f.ref, vocab);
-  std::printf("[golden] %s/%s mode %c %-28s %s\n", r.config.c_str(), r.run.c_str(), mode, f.file.c_str(),
-              c.str().c_str());
+  std::printf("[golden] %s/%s mode %c %-28s %s\n", r.config.c_str(), r.run.c_str(), mode,
+              f.file.c_str(), c.str().c_str());
   if (mode == 'B') {
     EXPECT_LE(c.rms_rel, 1e-4) << f.file;
     for (size_t row : c.disagree_rows) {
-      EXPECT_LT(top_margin(&f.ref[row * vocab], vocab), 1e-3f) << f.file << " top-1 differs at row " << row;
+      EXPECT_LT(top_margin(&f.ref[row * vocab], vocab), 1e-3f)
+          << f.file << " top-1 differs at row " << row;
     }
   } else {
     EXPECT_LE(c.rms_rel, no_indexer_choice ? 2e-3 : 0.05) << f.file;
@@ -87,7 +88,8 @@ void check_file(const GoldenRun& r, char mode, const FileCheck& f, size_t vocab,
     for (size_t row : c.disagree_rows) {
       const bool near_tie = near_ties.count(f.positions[row]) > 0;
       EXPECT_TRUE(f.margins[row] < 0.75f || near_tie)
-          << f.file << " top-1 differs at row " << row << " where the reference margin is " << f.margins[row];
+          << f.file << " top-1 differs at row " << row << " where the reference margin is "
+          << f.margins[row];
     }
   }
 }
@@ -127,9 +129,11 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
   // 1. Prefill of all positions (and the final residual stream for MTP).
   SequenceState seq = model.new_sequence();
   ForwardResult last;
-  FileCheck pre{"prefill", run_chunks(model, seq, r.ids, {N}, &last, true),
+  FileCheck pre{"prefill",
+                run_chunks(model, seq, r.ids, {N}, &last, true),
                 read_f32(r.dir / files["prefill_logits"]["file"].get<std::string>()),
-                margins("prefill_top1_top2_margin_per_position", N), {}};
+                margins("prefill_top1_top2_margin_per_position", N),
+                {}};
   for (size_t i = 0; i < N; ++i) pre.positions.push_back(static_cast<int64_t>(i));
   const std::vector<float> hidden = last.hidden;
   check_file(r, mode, pre, V, no_choice, near_ties);
@@ -143,12 +147,14 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
       long first = -1;
       double worst = 0;
       for (size_t t = 0; t < N; ++t) {
-        const double rel = std::fabs(last.layer_rms[l][t] - ref_rms[l * N + t]) / ref_rms[l * N + t];
+        const double rel =
+            std::fabs(last.layer_rms[l][t] - ref_rms[l * N + t]) / ref_rms[l * N + t];
         worst = std::max(worst, rel);
         if (rel > 1e-4 && first < 0) first = static_cast<long>(t);
       }
-      std::printf("[golden] %s/%s mode %c layer %zu rms: worst rel %.2e, first position > 1e-4: %ld\n",
-                  r.config.c_str(), r.run.c_str(), mode, l, worst, first);
+      std::printf(
+          "[golden] %s/%s mode %c layer %zu rms: worst rel %.2e, first position > 1e-4: %ld\n",
+          r.config.c_str(), r.run.c_str(), mode, l, worst, first);
       if (mode == 'B') {
         EXPECT_LE(worst, 1e-4) << "layer " << l;
       }
@@ -156,8 +162,11 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
   }
 
   // 2. Teacher-forced decode: row 0 = last prefill row, then the recorded fed tokens.
-  FileCheck de{"decode", {}, read_f32(r.dir / files["decode_logits"]["file"].get<std::string>()),
-               margins("top1_top2_margin_per_row", fed.size() + 1), {}};
+  FileCheck de{"decode",
+               {},
+               read_f32(r.dir / files["decode_logits"]["file"].get<std::string>()),
+               margins("top1_top2_margin_per_row", fed.size() + 1),
+               {}};
   de.got.assign(pre.got.end() - V, pre.got.end());
   const auto fed_logits = run_chunks(model, seq, fed, std::vector<size_t>(fed.size(), 1));
   de.got.insert(de.got.end(), fed_logits.begin(), fed_logits.end());
@@ -166,8 +175,11 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
 
   // 3. Fresh prefills of prefixes (last row each).
   const auto plens = dec["prefix_lens"].get<std::vector<size_t>>();
-  FileCheck px{"prefixes", {}, read_f32(r.dir / files["prefix_logits"]["file"].get<std::string>()),
-               margins("prefix_top1_top2_margin", plens.size()), {}};
+  FileCheck px{"prefixes",
+               {},
+               read_f32(r.dir / files["prefix_logits"]["file"].get<std::string>()),
+               margins("prefix_top1_top2_margin", plens.size()),
+               {}};
   for (size_t L : plens) {
     SequenceState s = model.new_sequence();
     std::vector<int32_t> pre_ids(r.ids.begin(), r.ids.begin() + L);
@@ -185,9 +197,11 @@ TEST_P(GoldenTest, TeacherForcedLogits) {
     std::vector<float> lg;
     model.forward_mtp(s, hidden.data(), next, pool(), lg);
     const size_t first = files["mtp_logits_tail"]["first_position"].get<size_t>();
-    FileCheck mt{"mtp", std::vector<float>(lg.begin() + first * V, lg.end()),
+    FileCheck mt{"mtp",
+                 std::vector<float>(lg.begin() + first * V, lg.end()),
                  read_f32(r.dir / files["mtp_logits_tail"]["file"].get<std::string>()),
-                 margins("mtp_tail_top1_top2_margin", N - first), {}};
+                 margins("mtp_tail_top1_top2_margin", N - first),
+                 {}};
     for (size_t i = first; i < N; ++i) mt.positions.push_back(static_cast<int64_t>(i));
     check_file(r, mode, mt, V, no_choice, near_ties);
   }
@@ -198,7 +212,8 @@ std::string param_name(const ::testing::TestParamInfo<std::tuple<GoldenRun, char
 }
 
 INSTANTIATE_TEST_SUITE_P(Golden, GoldenTest,
-                         ::testing::Combine(::testing::ValuesIn(discover_golden_runs()), ::testing::Values('D', 'B')),
+                         ::testing::Combine(::testing::ValuesIn(discover_golden_runs()),
+                                            ::testing::Values('D', 'B')),
                          param_name);
 
 }  // namespace

@@ -40,10 +40,12 @@ TEST(Memory, LoadMapsWeightsInPlace) {
   ForwardResult res;
   m->forward(std::span<const BatchItem>(&it, 1), pool, res);
   const size_t after_prefill = resident_set_bytes();
-  std::printf("[memory] %s: checkpoint %.1f MB; RSS before load %.1f MB, after load %.1f MB (+%.1f), after %zu-token "
-              "prefill %.1f MB\n",
-              biggest.config.c_str(), biggest_bytes / 1e6, before / 1e6, after_load / 1e6,
-              (after_load - before) / 1e6, biggest.ids.size(), after_prefill / 1e6);
+  std::printf(
+      "[memory] %s: checkpoint %.1f MB; RSS before load %.1f MB, after load %.1f MB (+%.1f), after "
+      "%zu-token "
+      "prefill %.1f MB\n",
+      biggest.config.c_str(), biggest_bytes / 1e6, before / 1e6, after_load / 1e6,
+      (after_load - before) / 1e6, biggest.ids.size(), after_prefill / 1e6);
   // Validation touches only headers, norms and the hash tables: far less than the weights.
   EXPECT_LT(after_load - before, biggest_bytes / 4);
 }

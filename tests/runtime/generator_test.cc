@@ -82,14 +82,17 @@ TEST_P(GoldenGreedy, FollowsReferenceThenOwnArgmax) {
   ASSERT_EQ(r.tokens.size(), fed.size() + 1);
   ASSERT_EQ(own_argmax.size(), r.tokens.size());
   for (size_t i = 0; i < first_diff; ++i) {
-    EXPECT_EQ(r.tokens[i], fed[i]) << "step " << i << " (reference margin " << ref_margin[i] << ", engine margin "
-                                   << own_margin[i] << ")";
+    EXPECT_EQ(r.tokens[i], fed[i]) << "step " << i << " (reference margin " << ref_margin[i]
+                                   << ", engine margin " << own_margin[i] << ")";
   }
-  for (size_t i = 0; i < r.tokens.size(); ++i) EXPECT_EQ(r.tokens[i], own_argmax[i]) << "step " << i;
+  for (size_t i = 0; i < r.tokens.size(); ++i)
+    EXPECT_EQ(r.tokens[i], own_argmax[i]) << "step " << i;
   EXPECT_EQ(r.stop, StopReason::kMaxTokens);
   EXPECT_EQ(seq.n_past, static_cast<int64_t>(ids.size() + fed.size()));
-  std::printf("[golden tiny/%s] greedy equals fed tokens for the first %zu of %zu steps (reference diverges at %zu)\n",
-              run.c_str(), first_diff, fed.size(), first_diff);
+  std::printf(
+      "[golden tiny/%s] greedy equals fed tokens for the first %zu of %zu steps (reference "
+      "diverges at %zu)\n",
+      run.c_str(), first_diff, fed.size(), first_diff);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, GoldenGreedy, ::testing::Values("short", "long"));
@@ -220,12 +223,14 @@ void check_turn_reuse(bool thinking) {
   std::vector<float> ref;
   ASSERT_TRUE(prefill(*model, pool, fresh, full, 4096, &ref));
   double maxd = 0;
-  for (int i = 0; i < V; ++i) maxd = std::max(maxd, static_cast<double>(std::fabs(ref[i] - first[i])));
+  for (int i = 0; i < V; ++i)
+    maxd = std::max(maxd, static_cast<double>(std::fabs(ref[i] - first[i])));
   EXPECT_LT(maxd, 1e-3) << "turn-2 logits differ from a fresh prefill of the conversation";
   EXPECT_EQ(Sampler::argmax(ref.data(), V), Sampler::argmax(first.data(), V));
-  std::printf("[chat reuse, %s] reused %lld, prefilled %lld tokens; max |Δlogit| vs fresh prefill %.3g\n",
-              thinking ? "thinking" : "chat", static_cast<long long>(t2.reused_tokens),
-              static_cast<long long>(t2.prefilled_tokens), maxd);
+  std::printf(
+      "[chat reuse, %s] reused %lld, prefilled %lld tokens; max |Δlogit| vs fresh prefill %.3g\n",
+      thinking ? "thinking" : "chat", static_cast<long long>(t2.reused_tokens),
+      static_cast<long long>(t2.prefilled_tokens), maxd);
 }
 
 TEST(ChatSession, SecondTurnEqualsFreshPrefill) { check_turn_reuse(false); }

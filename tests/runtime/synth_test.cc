@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -19,7 +20,6 @@
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
 #include "util/thread_pool.h"
-#include <cstring>
 
 namespace dsv4 {
 namespace {
@@ -58,7 +58,9 @@ TEST(Synth, TinyHasTheGoldenLayout) {
     ASSERT_NE(t, nullptr) << name;
     EXPECT_EQ(dtype_name(t->dtype), g["dtype"].get<std::string>()) << name;
     std::vector<int64_t> gs = g["shape"].get<std::vector<int64_t>>();
-    if (name == "embed.weight" || name == "head.weight" || name.find("tid2eid") != std::string::npos) gs[0] = 129280;
+    if (name == "embed.weight" || name == "head.weight" ||
+        name.find("tid2eid") != std::string::npos)
+      gs[0] = 129280;
     EXPECT_EQ(t->shape, gs) << name;
   }
   // The golden config keys are all there (and nothing the engine ignores is missing).
@@ -80,8 +82,8 @@ TEST(Synth, EncodingsAreValidAndPowerOfTwoScaled) {
   for (const auto& [name, t] : ck->tensors()) {
     if (t.dtype == DType::kF8_E8M0) {
       for (size_t i = 0; i < t.nbytes; ++i) {
-        ASSERT_NE(t.data[i], 0xff) << name;                  // NaN scale
-        ASSERT_GT(t.data[i], 127 - 40) << name;              // sane magnitudes
+        ASSERT_NE(t.data[i], 0xff) << name;      // NaN scale
+        ASSERT_GT(t.data[i], 127 - 40) << name;  // sane magnitudes
         ASSERT_LT(t.data[i], 127 + 4) << name;
       }
     } else if (t.dtype == DType::kF8_E4M3) {
@@ -111,7 +113,8 @@ TEST(Synth, EncodingsAreValidAndPowerOfTwoScaled) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       uint8_t byte = w->data[r * cols / 2 + c / 2];
-      float v = e2m1_to_f32(c % 2 ? byte >> 4 : byte & 15) * e8m0_to_f32(s->data[r * (cols / 32) + c / 32]);
+      float v = e2m1_to_f32(c % 2 ? byte >> 4 : byte & 15) *
+                e8m0_to_f32(s->data[r * (cols / 32) + c / 32]);
       sum2 += double(v) * v;
     }
   const double rms = std::sqrt(sum2 / double(rows * cols));
@@ -229,7 +232,8 @@ namespace {
 // that activations stay in range at the real dimensions too.
 TEST(Synth, BigPresetActivationsStayInRange) {
   const char* dir = std::getenv("DSV4_SYNTH_BIG_DIR");
-  if (!dir || !*dir) GTEST_SKIP() << "set DSV4_SYNTH_BIG_DIR to a flash-4l / pro-1l synth directory";
+  if (!dir || !*dir)
+    GTEST_SKIP() << "set DSV4_SYNTH_BIG_DIR to a flash-4l / pro-1l synth directory";
   auto model = Model::load(dir);
   ThreadPool pool(0);
   SequenceState seq = model->new_sequence();

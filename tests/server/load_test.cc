@@ -6,8 +6,8 @@
 // throughput and p50/p99 latency.
 //
 // Run: bench/serve_load.sh, or
-//   DSV4_LOAD_CLIENTS=64 DSV4_LOAD_REQUESTS=2000 ./dsv4_server_tests \
-//     --gtest_also_run_disabled_tests --gtest_filter='ServerLoad.*'
+//   DSV4_LOAD_CLIENTS=64 DSV4_LOAD_REQUESTS=2000 ./dsv4_server_tests
+//     --gtest_also_run_disabled_tests --gtest_filter='ServerLoad.*'   (one command line)
 // Optional: DSV4_LOAD_MODEL=DIR (default: synth tiny), DSV4_LOAD_NP (default 16).
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -81,7 +81,8 @@ StreamResult stream_chat(int port, const json& body, int hang_up_after) {
     raw.append(d, n);
     if (hang_up_after > 0) {
       events = 0;
-      for (size_t p = raw.find("\n\n"); p != std::string::npos; p = raw.find("\n\n", p + 2)) ++events;
+      for (size_t p = raw.find("\n\n"); p != std::string::npos; p = raw.find("\n\n", p + 2))
+        ++events;
       if (events >= hang_up_after) return false;
     }
     return true;
@@ -133,7 +134,8 @@ StreamResult stream_chat(int port, const json& body, int hang_up_after) {
       r.well_formed = false;
       r.error = "chunk ids differ within one stream";
     }
-    if (c.contains("usage") && c["usage"].is_object()) r.completion_tokens = c["usage"]["completion_tokens"];
+    if (c.contains("usage") && c["usage"].is_object())
+      r.completion_tokens = c["usage"]["completion_tokens"];
     if (!c["choices"].is_array() || c["choices"].empty()) continue;
     const json& ch = c["choices"][0];
     if (ch["delta"].contains("content") && ch["delta"]["content"].is_string())
@@ -168,9 +170,11 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
   if (pid == 0) {
     dup2(out[1], 1);
     close(out[0]);
-    std::string bin = test::dsv4_binary(), npstr = std::to_string(np), q = std::to_string(clients + 8);
-    std::vector<std::string> args = {bin, "serve", "-m", model_dir, "--port", "0", "-np", npstr, "-c", "2048",
-                                     "--queue", q, "--timeout", "600"};
+    std::string bin = test::dsv4_binary(), npstr = std::to_string(np),
+                q = std::to_string(clients + 8);
+    std::vector<std::string> args = {bin,       "serve", "-m",        model_dir, "--port",
+                                     "0",       "-np",   npstr,       "-c",      "2048",
+                                     "--queue", q,       "--timeout", "600"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -199,13 +203,16 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
   const std::vector<int> lens = {1, 3, 8, 20, 60, 150};
   for (int i = 0; i < 12; ++i) {
     std::string p = "Request family " + std::to_string(i) + ":";
-    for (int k = 0; k < lens[i % lens.size()]; ++k) p += " word" + std::to_string((i * 31 + k) % 97);
+    for (int k = 0; k < lens[i % lens.size()]; ++k)
+      p += " word" + std::to_string((i * 31 + k) % 97);
     prompts.push_back(p);
   }
   const std::vector<int> outs = {4, 16, 40};
   auto body_for = [&](int pi, int oi) {
     return json{{"messages", json::array({{{"role", "user"}, {"content", prompts[pi]}}})},
-                {"max_tokens", outs[oi]}, {"temperature", 0}, {"stream", true},
+                {"max_tokens", outs[oi]},
+                {"temperature", 0},
+                {"stream", true},
                 {"stream_options", {{"include_usage", true}}}};
   };
   // Single-request results (one at a time).
@@ -234,7 +241,8 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
         const int hang = rng() % 10 == 0 ? 1 + rng() % 6 : 0;
         const auto s = std::chrono::steady_clock::now();
         StreamResult r = stream_chat(port, body_for(pi, oi), hang);
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - s).count();
         if (hang && !r.complete) {
           ++hung_up;
           continue;
@@ -271,23 +279,29 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
   const double queued = metric(port, "dsv4_requests_deferred");
   const double kv = metric(port, "dsv4_kv_cache_bytes");
   const double cancelled = metric(port, "dsv4_requests_cancelled_total");
-  const double steps = metric(port, "dsv4_batch_steps_total"), seqs = metric(port, "dsv4_batch_sequences_total");
+  const double steps = metric(port, "dsv4_batch_steps_total"),
+               seqs = metric(port, "dsv4_batch_sequences_total");
   const long rss_end = rss_kb(pid);
   std::sort(latencies.begin(), latencies.end());
   auto pct = [&](double p) {
-    return latencies.empty() ? 0.0 : latencies[std::min(latencies.size() - 1, (size_t)(p * latencies.size()))];
+    return latencies.empty()
+               ? 0.0
+               : latencies[std::min(latencies.size() - 1, (size_t)(p * latencies.size()))];
   };
   std::printf(
-      "load: %d clients, %d requests on -np %d: %d completed, %d hung up mid-stream, %d failed, %d malformed, "
+      "load: %d clients, %d requests on -np %d: %d completed, %d hung up mid-stream, %d failed, %d "
+      "malformed, "
       "%d differ from the single-request result, %d duplicate ids\n"
-      "load: wall %.1f s, %.2f completed req/s, %.1f generated tok/s (completed streams), latency p50 %.3f s, "
+      "load: wall %.1f s, %.2f completed req/s, %.1f generated tok/s (completed streams), latency "
+      "p50 %.3f s, "
       "p99 %.3f s, max %.3f s\n"
-      "load: after: %.0f active, %.0f queued, %.0f KV bytes, %.0f sequences cancelled by disconnect; "
+      "load: after: %.0f active, %.0f queued, %.0f KV bytes, %.0f sequences cancelled by "
+      "disconnect; "
       "mean batch %.2f sequences/step; RSS %ld MB → %ld MB\n",
-      clients, total, np, completed.load(), hung_up.load(), failed.load(), malformed.load(), mismatched.load(),
-      dup_ids, wall, completed / wall, gen_tokens / wall, pct(0.5), pct(0.99),
-      latencies.empty() ? 0 : latencies.back(), active, queued, kv, cancelled, steps > 0 ? seqs / steps : 0,
-      rss_start / 1024, rss_end / 1024);
+      clients, total, np, completed.load(), hung_up.load(), failed.load(), malformed.load(),
+      mismatched.load(), dup_ids, wall, completed / wall, gen_tokens / wall, pct(0.5), pct(0.99),
+      latencies.empty() ? 0 : latencies.back(), active, queued, kv, cancelled,
+      steps > 0 ? seqs / steps : 0, rss_start / 1024, rss_end / 1024);
   EXPECT_EQ(completed + hung_up + failed, total);
   EXPECT_EQ(failed.load(), 0);
   EXPECT_EQ(malformed.load(), 0);

@@ -35,7 +35,8 @@ using test::shared_dir;
 constexpr const char* kKey = "test-key-123";
 constexpr int kCtx = 1024;
 
-// ---- Server process ------------------------------------------------------------------------------
+// ---- Server process
+// ------------------------------------------------------------------------------
 
 struct ServerProc {
   pid_t pid = -1;
@@ -45,8 +46,9 @@ struct ServerProc {
   void start(const std::vector<std::string>& args) {
     int out[2];
     ASSERT_EQ(pipe(out), 0);
-    log = (std::filesystem::temp_directory_path() / ("dsv4-serve-test-" + std::to_string(getpid()) + "-" +
-                                                     std::to_string(reinterpret_cast<uintptr_t>(this) & 0xffff) + ".log"))
+    log = (std::filesystem::temp_directory_path() /
+           ("dsv4-serve-test-" + std::to_string(getpid()) + "-" +
+            std::to_string(reinterpret_cast<uintptr_t>(this) & 0xffff) + ".log"))
               .string();
     pid = fork();
     ASSERT_GE(pid, 0);
@@ -103,7 +105,8 @@ struct ServerProc {
   bool alive() const { return pid > 0 && ::kill(pid, 0) == 0; }
 };
 
-// ---- HTTP helpers ---------------------------------------------------------------------------------
+// ---- HTTP helpers
+// ---------------------------------------------------------------------------------
 
 struct Reply {
   int status = 0;
@@ -118,7 +121,8 @@ httplib::Headers auth_headers(const std::string& key = kKey) {
   return h;
 }
 
-Reply post(int port, const std::string& path, const std::string& body, const std::string& key = kKey) {
+Reply post(int port, const std::string& path, const std::string& body,
+           const std::string& key = kKey) {
   httplib::Client cli("127.0.0.1", port);
   cli.set_read_timeout(120, 0);
   auto r = cli.Post(path.c_str(), auth_headers(key), body, "application/json");
@@ -184,8 +188,10 @@ std::vector<SseEvent> parse_sse(const std::string& raw) {
     std::string line;
     bool any = false;
     while (std::getline(in, line)) {
-      if (line.rfind("event: ", 0) == 0) ev.event = line.substr(7), any = true;
-      else if (line.rfind("data: ", 0) == 0) ev.data += line.substr(6), any = true;
+      if (line.rfind("event: ", 0) == 0)
+        ev.event = line.substr(7), any = true;
+      else if (line.rfind("data: ", 0) == 0)
+        ev.data += line.substr(6), any = true;
     }
     if (any) out.push_back(ev);
   }
@@ -213,20 +219,25 @@ void expect_openai_error(const Reply& r, int status, const std::string& needle =
   EXPECT_TRUE(e["type"].is_string());
   EXPECT_TRUE(e.contains("param"));
   EXPECT_TRUE(e.contains("code"));
-  if (!needle.empty()) EXPECT_NE(e["message"].get<std::string>().find(needle), std::string::npos) << r.body;
+  if (!needle.empty()) {
+    EXPECT_NE(e["message"].get<std::string>().find(needle), std::string::npos) << r.body;
+  }
 }
 
-// ---- Fixture: one model dir, one server, one in-process reference --------------------------------
+// ---- Fixture: one model dir, one server, one in-process reference
+// --------------------------------
 
 const char* kToolDsml =
     "Let me check.\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
     "<｜DSML｜parameter name=\"location\" string=\"true\">Beijing, \"China\"</｜DSML｜parameter>\n"
     "<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>\n</｜DSML｜invoke>\n"
-    "<｜DSML｜invoke name=\"get_time\">\n<｜DSML｜parameter name=\"tz\" string=\"true\">UTC+8</｜DSML｜parameter>\n"
+    "<｜DSML｜invoke name=\"get_time\">\n<｜DSML｜parameter name=\"tz\" "
+    "string=\"true\">UTC+8</｜DSML｜parameter>\n"
     "</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
 
 json weather_tools() {
-  return json::parse(R"([{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"location":{"type":"string"},"days":{"type":"integer"}}}}},
+  return json::parse(
+      R"([{"type":"function","function":{"name":"get_weather","description":"Weather","parameters":{"type":"object","properties":{"location":{"type":"string"},"days":{"type":"integer"}}}}},
     {"type":"function","function":{"name":"get_time","parameters":{"type":"object","properties":{"tz":{"type":"string"}}}}}])");
 }
 
@@ -241,9 +252,9 @@ class ServerTest : public ::testing::Test {
     so.threads = 2;
     synth_checkpoint(so);
     server_ = new ServerProc();
-    server_->start({"-m", dir_->path().string(), "--port", "0", "-np", "4", "-c", std::to_string(kCtx), "-t", "2",
-                    "--api-key", kKey, "--test-hooks", "--timeout", "120", "--max-body", "1000000",
-                    "--alias", "tiny-test"});
+    server_->start({"-m", dir_->path().string(), "--port", "0", "-np", "4", "-c",
+                    std::to_string(kCtx), "-t", "2", "--api-key", kKey, "--test-hooks", "--timeout",
+                    "120", "--max-body", "1000000", "--alias", "tiny-test"});
   }
   static void TearDownTestSuite() {
     if (server_) server_->stop();
@@ -335,19 +346,24 @@ ChatStream collect_chat_stream(const std::string& raw) {
     const json& ch = c["choices"][0];
     EXPECT_EQ(ch["index"], 0);
     const json& delta = ch["delta"];
-    if (i == 0) EXPECT_EQ(delta["role"], "assistant");
-    if (delta.contains("content") && delta["content"].is_string()) cs.content += delta["content"].get<std::string>();
-    if (delta.contains("reasoning_content")) cs.reasoning += delta["reasoning_content"].get<std::string>();
+    if (i == 0) {
+      EXPECT_EQ(delta["role"], "assistant");
+    }
+    if (delta.contains("content") && delta["content"].is_string())
+      cs.content += delta["content"].get<std::string>();
+    if (delta.contains("reasoning_content"))
+      cs.reasoning += delta["reasoning_content"].get<std::string>();
     if (delta.contains("tool_calls")) {
       for (const auto& tc : delta["tool_calls"]) {
         size_t idx = tc["index"];
-        while (cs.tool_calls.size() <= idx) cs.tool_calls.push_back({{"id", ""}, {"name", ""}, {"arguments", ""}});
+        while (cs.tool_calls.size() <= idx)
+          cs.tool_calls.push_back({{"id", ""}, {"name", ""}, {"arguments", ""}});
         if (tc.contains("id")) cs.tool_calls[idx]["id"] = tc["id"];
         if (tc.contains("function")) {
           if (tc["function"].contains("name")) cs.tool_calls[idx]["name"] = tc["function"]["name"];
           if (tc["function"].contains("arguments"))
-            cs.tool_calls[idx]["arguments"] =
-                cs.tool_calls[idx]["arguments"].get<std::string>() + tc["function"]["arguments"].get<std::string>();
+            cs.tool_calls[idx]["arguments"] = cs.tool_calls[idx]["arguments"].get<std::string>() +
+                                              tc["function"]["arguments"].get<std::string>();
         }
       }
     }
@@ -400,8 +416,8 @@ TEST_F(ServerTest, ChatGreedyMatchesGeneratorStreamAndNot) {
   // …and what `dsv4 run` prints for the same prompt (one trailing newline added by the CLI).
   std::string cli_out;
   const int rc = test::run_command("( " + test::dsv4_binary() + " run -m " + dir_->path().string() +
-                                       " -p 'Hello there' --temp 0 -n " + std::to_string(n) + " -c " +
-                                       std::to_string(kCtx) + " -t 2 2>/dev/null )",
+                                       " -p 'Hello there' --temp 0 -n " + std::to_string(n) +
+                                       " -c " + std::to_string(kCtx) + " -t 2 2>/dev/null )",
                                    &cli_out);
   EXPECT_EQ(rc, 0) << cli_out;
   if (!cli_out.empty() && cli_out.back() == '\n') cli_out.pop_back();
@@ -423,18 +439,21 @@ TEST_F(ServerTest, ChatGreedyMatchesGeneratorStreamAndNot) {
 TEST_F(ServerTest, ConcurrentRequestsBatchAndMatchSingleResults) {
   // 8 different prompts at once on 4 slots: batched decode, queueing, interleaved prefill.
   std::vector<std::string> prompts;
-  for (int i = 0; i < 8; ++i) prompts.push_back("Question number " + std::to_string(i) + std::string(i * 7, 'x'));
+  for (int i = 0; i < 8; ++i)
+    prompts.push_back("Question number " + std::to_string(i) + std::string(i * 7, 'x'));
   std::vector<std::string> got(prompts.size());
   std::vector<std::thread> th;
   for (size_t i = 0; i < prompts.size(); ++i) {
     th.emplace_back([&, i] {
-      Reply s = post_stream(port(), "/v1/chat/completions", chat_body(prompts[i], 10 + (int)i, true));
+      Reply s =
+          post_stream(port(), "/v1/chat/completions", chat_body(prompts[i], 10 + (int)i, true));
       got[i] = collect_chat_stream(s.body).content;
     });
   }
   for (auto& t : th) t.join();
   for (size_t i = 0; i < prompts.size(); ++i) {
-    EXPECT_EQ(got[i], ref_chat(chat_body(prompts[i], 1)["messages"], 10 + (int)i)) << "prompt " << i;
+    EXPECT_EQ(got[i], ref_chat(chat_body(prompts[i], 1)["messages"], 10 + (int)i))
+        << "prompt " << i;
   }
   EXPECT_GT(metric(port(), "dsv4_batch_sequences_total"), metric(port(), "dsv4_batch_steps_total"))
       << "requests never shared a forward step";
@@ -454,7 +473,8 @@ TEST_F(ServerTest, ToolCallsFromDsmlNeverLeakMarkup) {
   ASSERT_EQ(m["tool_calls"].size(), 2u);
   EXPECT_EQ(m["tool_calls"][0]["type"], "function");
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
-  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], R"({"location": "Beijing, \"China\"", "days": 3})");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"],
+            R"({"location": "Beijing, \"China\"", "days": 3})");
   EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "get_time");
   EXPECT_EQ(m["tool_calls"][1]["function"]["arguments"], R"({"tz": "UTC+8"})");
   EXPECT_NE(m["tool_calls"][0]["id"], m["tool_calls"][1]["id"]);
@@ -505,7 +525,9 @@ TEST_F(ServerTest, ToolResultFollowUpRendersLikeEncoderGolden) {
   while (std::getline(in, line)) {
     json g = json::parse(line);
     const std::string name = g["name"];
-    if (name != "thinking_tool_call_and_result" && name != "chat_parallel_tool_calls_results_reordered") continue;
+    if (name != "thinking_tool_call_and_result" &&
+        name != "chat_parallel_tool_calls_results_reordered")
+      continue;
     json msgs = g["messages"];
     json body;
     // An API client sends the tools at the request level, not on the system message.
@@ -633,7 +655,9 @@ TEST_F(ServerTest, CompletionsEndpoint) {
   EXPECT_EQ(text, expected);
   EXPECT_EQ(finish, "length");
   // token-id prompt
-  json ib = {{"prompt", ref_tok_->encode("The capital of France is")}, {"max_tokens", 9}, {"temperature", 0}};
+  json ib = {{"prompt", ref_tok_->encode("The capital of France is")},
+             {"max_tokens", 9},
+             {"temperature", 0}};
   EXPECT_EQ(post(port(), "/v1/completions", ib).j()["choices"][0]["text"], expected);
   expect_openai_error(post(port(), "/v1/completions", json{{"prompt", 5.5}}), 400, "prompt");
 }
@@ -644,9 +668,11 @@ TEST_F(ServerTest, AnthropicMessages) {
   b["max_tokens"] = 200;
   b["system"] = "You are helpful.";
   b["thinking"] = {{"type", "enabled"}, {"budget_tokens", 1000}};
-  b["tools"] = json::parse(R"([{"name":"get_weather","description":"w","input_schema":{"type":"object","properties":{"location":{"type":"string"}}}},
+  b["tools"] = json::parse(
+      R"([{"name":"get_weather","description":"w","input_schema":{"type":"object","properties":{"location":{"type":"string"}}}},
                                {"name":"get_time","input_schema":{"type":"object"}}])");
-  b["messages"] = json::array({{{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "Weather?"}}})}}});
+  b["messages"] = json::array(
+      {{{"role", "user"}, {"content", json::array({{{"type", "text"}, {"text", "Weather?"}}})}}});
   b["dsv4_force_output"] = std::string("Hmm.</think>") + kToolDsml;
   Reply r = post(port(), "/v1/messages", b);
   ASSERT_EQ(r.status, 200) << r.body;
@@ -664,7 +690,8 @@ TEST_F(ServerTest, AnthropicMessages) {
   EXPECT_EQ(j["content"][1]["text"], "Let me check.");
   EXPECT_EQ(j["content"][2]["type"], "tool_use");
   EXPECT_EQ(j["content"][2]["name"], "get_weather");
-  EXPECT_EQ(j["content"][2]["input"], json::parse(R"({"location": "Beijing, \"China\"", "days": 3})"));
+  EXPECT_EQ(j["content"][2]["input"],
+            json::parse(R"({"location": "Beijing, \"China\"", "days": 3})"));
   EXPECT_EQ(j["content"][3]["input"]["tz"], "UTC+8");
   EXPECT_GT(j["usage"]["input_tokens"].get<int>(), 0);
   EXPECT_GT(j["usage"]["output_tokens"].get<int>(), 0);
@@ -688,7 +715,9 @@ TEST_F(ServerTest, AnthropicMessages) {
       if (dl["type"] == "text_delta") text += dl["text"].get<std::string>();
       if (dl["type"] == "input_json_delta") args += dl["partial_json"].get<std::string>() + "|";
     }
-    if (e.event == "message_delta") EXPECT_EQ(d["delta"]["stop_reason"], "tool_use");
+    if (e.event == "message_delta") {
+      EXPECT_EQ(d["delta"]["stop_reason"], "tool_use");
+    }
   }
   EXPECT_EQ(thinking, "Hmm.");
   EXPECT_EQ(text, "Let me check.");
@@ -722,7 +751,8 @@ TEST_F(ServerTest, ResponsesEndpoint) {
   b["input"] = "Weather?";
   b["instructions"] = "Be brief.";
   b["reasoning"] = {{"effort", "high"}};
-  b["tools"] = json::parse(R"([{"type":"function","name":"get_weather","parameters":{"type":"object"}},{"type":"function","name":"get_time","parameters":{"type":"object"}}])");
+  b["tools"] = json::parse(
+      R"([{"type":"function","name":"get_weather","parameters":{"type":"object"}},{"type":"function","name":"get_time","parameters":{"type":"object"}}])");
   b["dsv4_force_output"] = std::string("Hmm.</think>") + kToolDsml;
   Reply r = post(port(), "/v1/responses", b);
   ASSERT_EQ(r.status, 200) << r.body;
@@ -770,7 +800,8 @@ TEST_F(ServerTest, ResponsesEndpoint) {
   EXPECT_EQ(pr.j()["status"], "incomplete");
   EXPECT_EQ(pr.j()["output"][0]["content"][0]["text"],
             ref_chat(json::array({{{"role", "user"}, {"content", "Hello there"}}}), 8));
-  json f = {{"max_output_tokens", 2}, {"tools", b["tools"]},
+  json f = {{"max_output_tokens", 2},
+            {"tools", b["tools"]},
             {"input", json::parse(R"([{"role":"user","content":"Weather?"},
                {"type":"function_call","call_id":"c1","name":"get_weather","arguments":"{\"location\":\"Paris\"}"},
                {"type":"function_call_output","call_id":"c1","output":"18C"}])")}};
@@ -791,7 +822,8 @@ TEST_F(ServerTest, DisconnectFreesTheSlot) {
   for (int k = 0; k < 3; ++k) {
     json b = chat_body("Tell me a long story", 900, true);
     int chunks = 0;
-    post_stream(port(), "/v1/chat/completions", b, [&](const std::string&) { return ++chunks < 3; });
+    post_stream(port(), "/v1/chat/completions", b,
+                [&](const std::string&) { return ++chunks < 3; });
   }
   double active = -1;
   for (int i = 0; i < 100; ++i) {
@@ -808,9 +840,10 @@ TEST_F(ServerTest, MetricsExposition) {
   post(port(), "/v1/chat/completions", chat_body("hi", 2));
   Reply m = get(port(), "/metrics");
   ASSERT_EQ(m.status, 200);
-  for (const char* name : {"dsv4_requests_total", "dsv4_prompt_tokens_total", "dsv4_tokens_predicted_total",
-                           "dsv4_prompt_tokens_seconds", "dsv4_predicted_tokens_seconds", "dsv4_requests_deferred",
-                           "dsv4_requests_processing", "dsv4_kv_cache_bytes"}) {
+  for (const char* name :
+       {"dsv4_requests_total", "dsv4_prompt_tokens_total", "dsv4_tokens_predicted_total",
+        "dsv4_prompt_tokens_seconds", "dsv4_predicted_tokens_seconds", "dsv4_requests_deferred",
+        "dsv4_requests_processing", "dsv4_kv_cache_bytes"}) {
     EXPECT_NE(m.body.find(std::string("# TYPE ") + name + " "), std::string::npos) << name;
   }
   EXPECT_GT(metric(port(), "dsv4_tokens_predicted_total"), 0);
@@ -826,15 +859,18 @@ TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
   so.threads = 2;
   synth_checkpoint(so);
   ServerProc srv;
-  srv.start({"-m", dir.path().string(), "--port", "0", "-np", "1", "--queue", "1", "-c", "4096", "-t", "2",
-             "--timeout", "10"});
+  srv.start({"-m", dir.path().string(), "--port", "0", "-np", "1", "--queue", "1", "-c", "4096",
+             "-t", "2", "--timeout", "10"});
   auto body = [](int n) {
-    return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})}, {"max_tokens", n}, {"temperature", 0}};
+    return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+                {"max_tokens", n},
+                {"temperature", 0}};
   };
   std::atomic<int> ok{0}, busy{0};
   std::vector<std::thread> th;
   // Four requests at once against one slot and a queue of one: two are taken (running + queued,
-  // each short enough to finish well inside the time limit even under sanitizers), the rest get 503.
+  // each short enough to finish well inside the time limit even under sanitizers), the rest get
+  // 503.
   for (int i = 0; i < 4; ++i) {
     th.emplace_back([&] {
       Reply r = post(srv.port, "/v1/chat/completions", body(16), "");
@@ -869,7 +905,8 @@ TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
   so.threads = 2;
   synth_checkpoint(so);
   ServerProc srv;
-  srv.start({"-m", dir.path().string(), "--port", "0", "-np", "2", "-c", "512", "-t", "2", "-n", "3"});
+  srv.start(
+      {"-m", dir.path().string(), "--port", "0", "-np", "2", "-c", "512", "-t", "2", "-n", "3"});
   const char* env = std::getenv("DSV4_FUZZ_ITERS");
   const int iters = env ? std::atoi(env) : 400;
   std::mt19937 rng(12345);
@@ -878,17 +915,33 @@ TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
       R"({"messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"x"}]}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object"}}}],"tool_choice":"auto","stream":true,"max_tokens":2})",
       R"({"messages":[{"role":"user","content":"a"},{"role":"assistant","content":"","tool_calls":[{"id":"1","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},{"role":"tool","tool_call_id":"1","content":"r"}],"max_tokens":2})",
   };
-  const std::vector<std::string> paths = {"/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses",
-                                          "/tokenize", "/detokenize"};
-  const std::vector<std::string> frags = {"null", "-1", "1e308", "\"\"", "[]", "{}", "true", "\"\\ud800\"",
-                                          "99999999999999999999", "[[[[", "\"\xff\xfe\"", "0.5", "2", "\"auto\"",
-                                          "\"user\"", "[{\"type\":\"text\",\"text\":\"t\"}]", "\"<｜DSML｜x\"", "{\"type\":\"enabled\"}"};
+  const std::vector<std::string> paths = {"/v1/chat/completions", "/v1/completions", "/v1/messages",
+                                          "/v1/responses",        "/tokenize",       "/detokenize"};
+  const std::vector<std::string> frags = {"null",
+                                          "-1",
+                                          "1e308",
+                                          "\"\"",
+                                          "[]",
+                                          "{}",
+                                          "true",
+                                          "\"\\ud800\"",
+                                          "99999999999999999999",
+                                          "[[[[",
+                                          "\"\xff\xfe\"",
+                                          "0.5",
+                                          "2",
+                                          "\"auto\"",
+                                          "\"user\"",
+                                          "[{\"type\":\"text\",\"text\":\"t\"}]",
+                                          "\"<｜DSML｜x\"",
+                                          "{\"type\":\"enabled\"}"};
   std::map<int, int> statuses;
   for (int i = 0; i < iters; ++i) {
     std::string s = seeds[rng() % seeds.size()];
     const int kind = rng() % 10;
     if (kind == 0) {  // byte flips
-      for (int k = 0; k < 1 + (int)(rng() % 4); ++k) s[rng() % s.size()] = static_cast<char>(rng() % 256);
+      for (int k = 0; k < 1 + (int)(rng() % 4); ++k)
+        s[rng() % s.size()] = static_cast<char>(rng() % 256);
     } else if (kind == 1) {  // truncation
       s = s.substr(0, rng() % s.size());
     } else {  // structured: replace / add / drop values, valid JSON with odd contents
@@ -907,16 +960,35 @@ TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
           const int what = rng() % 6;
           std::vector<std::string> keys;
           for (auto it = j.begin(); it != j.end(); ++it) keys.push_back(it.key());
-          if (what == 0 && !keys.empty()) j[keys[rng() % keys.size()]] = frag();
-          else if (what == 1 && !keys.empty()) j.erase(keys[rng() % keys.size()]);
-          else if (what == 2 && j.contains("messages") && j["messages"].is_array() && !j["messages"].empty()) {
+          if (what == 0 && !keys.empty())
+            j[keys[rng() % keys.size()]] = frag();
+          else if (what == 1 && !keys.empty())
+            j.erase(keys[rng() % keys.size()]);
+          else if (what == 2 && j.contains("messages") && j["messages"].is_array() &&
+                   !j["messages"].empty()) {
             json& msg = j["messages"][rng() % j["messages"].size()];
-            const char* fields[] = {"content", "role", "tool_calls", "tool_call_id", "reasoning_content", "name"};
+            const char* fields[] = {"content",           "role", "tool_calls", "tool_call_id",
+                                    "reasoning_content", "name"};
             if (msg.is_object()) msg[fields[rng() % 6]] = frag();
           } else if (what == 3) {
-            const char* extras[] = {"n", "max_tokens", "temperature", "top_logprobs", "logprobs", "stop", "prompt",
-                                    "input", "tokens", "content", "system", "tool_choice", "reasoning_effort",
-                                    "thinking", "chat_template_kwargs", "stream_options", "seed", "top_k"};
+            const char* extras[] = {"n",
+                                    "max_tokens",
+                                    "temperature",
+                                    "top_logprobs",
+                                    "logprobs",
+                                    "stop",
+                                    "prompt",
+                                    "input",
+                                    "tokens",
+                                    "content",
+                                    "system",
+                                    "tool_choice",
+                                    "reasoning_effort",
+                                    "thinking",
+                                    "chat_template_kwargs",
+                                    "stream_options",
+                                    "seed",
+                                    "top_k"};
             j[extras[rng() % 18]] = frag();
           } else if (what == 4) {
             j["max_tokens"] = static_cast<int>(rng() % 5) - 1;
@@ -931,7 +1003,8 @@ TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
     const std::string& path = paths[rng() % paths.size()];
     Reply r = post(srv.port, path, s, "");
     statuses[r.status]++;
-    ASSERT_TRUE(r.status == 200 || (r.status >= 400 && r.status < 500)) << "status " << r.status << " for " << path << " " << s;
+    ASSERT_TRUE(r.status == 200 || (r.status >= 400 && r.status < 500))
+        << "status " << r.status << " for " << path << " " << s;
     if (r.status >= 400) {
       json j;
       ASSERT_NO_THROW(j = json::parse(r.body)) << r.body;
