@@ -47,33 +47,54 @@ void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& se
   sel.resize(k);
 }
 
-// Lightning Indexer score of compressed entries [0, n) for one query:
-// Σ_h wI[h]·relu(qI_h · K_w), keys already decoded to fp32 ([n, ihd]). The nI × n dot products
-// are computed together (sequential sums, as a scalar dot would); `pool` may be null.
-void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys, int64_t n,
-                  float* scores, std::vector<float>& hw, ThreadPool* pool) {
-  if (n <= 0) return;
-  hw.resize(static_cast<size_t>(nI) * n);
-  if (pool && n >= 64) {
-    pool->parallel_for_dynamic(
-        static_cast<size_t>(n),
-        [&](size_t b, size_t e, int) {
-          dot_rows_seq(qI, ihd, nI, keys + b * ihd, ihd, e - b, ihd, hw.data() + b, n);
-        },
-        64);
-  } else {
-    dot_rows_seq(qI, ihd, nI, keys, ihd, n, ihd, hw.data(), n);
-  }
-  for (int64_t w = 0; w < n; ++w) {
+// Lightning Indexer scores of `nb` keys (decoded to fp32, [nb, ihd]) for one query:
+// Σ_h wI[h]·relu(qI_h · K_w). The nI × nb dot products are computed together (sequential sums,
+// as a scalar dot would, so the result does not depend on how keys are split into blocks);
+// hw holds nI × nb floats.
+void index_scores_block(const float* qI, const float* wI, int nI, int ihd, const float* keys,
+                        size_t nb, float* scores, float* hw) {
+  dot_rows_seq(qI, ihd, nI, keys, ihd, nb, ihd, hw, nb);
+  for (size_t w = 0; w < nb; ++w) {
     float s = 0.0f;
-    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[static_cast<size_t>(h) * n + w], 0.0f);
+    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[static_cast<size_t>(h) * nb + w], 0.0f);
     scores[w] = s;
   }
 }
 
+// Keys per scoring block: its decoded keys and dot products stay in L1/L2, so scoring needs
+// O(block) memory however long the context (at 1M tokens a whole layer's keys would be 134 MB
+// decoded, 67 MB of dot products).
+constexpr size_t kIndexBlock = 64;
+
+// Index scores of the first n stored keys. Without `keys` (fp32, [n, ihd]), each block of stored
+// keys is decoded where it is scored: a single query then reads the native keys once, spread over
+// the pool's threads, instead of decoding the whole context up front. `pool` may be null.
+void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys,
+                  const uint8_t* stored, const KvCodec& codec, size_t n, float* scores,
+                  ThreadPool* pool) {
+  struct KeyTag;
+  struct HwTag;
+  auto blocks = [&](size_t b, size_t e, int) {
+    float* hw = workspace<HwTag>(static_cast<size_t>(nI) * kIndexBlock);
+    float* kb = keys ? nullptr : workspace<KeyTag>(kIndexBlock * ihd);
+    for (size_t b0 = b; b0 < e; b0 += kIndexBlock) {
+      const size_t nb = std::min(kIndexBlock, e - b0);
+      const float* k = keys ? keys + b0 * ihd : kb;
+      if (!keys)
+        for (size_t w = 0; w < nb; ++w)
+          codec.decode(stored + (b0 + w) * codec.entry_bytes(), kb + w * ihd);
+      index_scores_block(qI, wI, nI, ihd, k, nb, scores + b0, hw);
+    }
+  };
+  if (pool && n > kIndexBlock)
+    pool->parallel_for_dynamic(n, blocks, kIndexBlock);
+  else
+    blocks(0, n, 0);
+}
+
 // Per-thread buffers of the attention phase.
 struct Scratch {
-  std::vector<float> entries, z, scores, hw;
+  std::vector<float> entries, z, scores;
   std::vector<int64_t> sel;
 };
 
@@ -109,27 +130,32 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   for (size_t t = 0; t < N; ++t)
     rms_norm(&kv[t * d.hd], aw.kv_norm.data(), d.hd, eps, &kv[t * d.hd]);
 
-  std::vector<float> ck, cz, ick, icz, iq, iw;
+  struct CkTag;
+  struct CzTag;
+  struct IckTag;
+  struct IczTag;
+  struct IqTag;
+  struct IwTag;
   const size_t cw = ratio ? aw.compressor.wkv.rows : 0;
   const size_t icw = ratio == 4 ? aw.idx_compressor.wkv.rows : 0;
+  float* ck = workspace<CkTag>(N * cw);
+  float* cz = workspace<CzTag>(N * cw);
+  float* ick = workspace<IckTag>(N * icw);
+  float* icz = workspace<IczTag>(N * icw);
+  float* iq = workspace<IqTag>(ratio == 4 ? N * d.nI * d.ihd : 0);
+  float* iw = workspace<IwTag>(ratio == 4 ? N * d.nI : 0);
   if (ratio) {
-    ck.resize(N * cw);
-    cz.resize(N * cw);
-    matmul(aw.compressor.wkv, x, N, ck.data(), &pool);
-    matmul(aw.compressor.wgate, x, N, cz.data(), &pool);
+    matmul(aw.compressor.wkv, x, N, ck, &pool);
+    matmul(aw.compressor.wgate, x, N, cz, &pool);
   }
   if (ratio == 4) {
-    ick.resize(N * icw);
-    icz.resize(N * icw);
-    matmul(aw.idx_compressor.wkv, x, N, ick.data(), &pool);
-    matmul(aw.idx_compressor.wgate, x, N, icz.data(), &pool);
-    iq.resize(N * d.nI * d.ihd);
-    iw.resize(N * d.nI);
-    matmul(aw.idx_wq_b, qr, N, iq.data(), &pool);
-    matmul(aw.idx_weights_proj, x, N, iw.data(), &pool);
+    matmul(aw.idx_compressor.wkv, x, N, ick, &pool);
+    matmul(aw.idx_compressor.wgate, x, N, icz, &pool);
+    matmul(aw.idx_wq_b, qr, N, iq, &pool);
+    matmul(aw.idx_weights_proj, x, N, iw, &pool);
     const float wscale =
         1.0f / std::sqrt(static_cast<float>(d.ihd)) / std::sqrt(static_cast<float>(d.nI));
-    for (float& v : iw) v *= wscale;
+    for (size_t i = 0; i < N * d.nI; ++i) iw[i] *= wscale;
   }
 
   // ---- Phase A, token by token within each sequence: RoPE, window ring, compressors ----
@@ -137,6 +163,9 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // Window rows older than this call are decoded first, because a chunk longer than the
   // window overwrites their ring slots; rows of this call are read from `kv` (already rounded
   // to their stored value by the codec).
+  // Phase B runs one token per thread when there are enough tokens, else one token at a time
+  // with its heads (and index keys) split over the threads.
+  const bool per_token = N >= static_cast<size_t>(pool.size());
   std::vector<std::vector<float>> prior(ctx.spans.size()), ikeys(ctx.spans.size());
   std::vector<float> cs(d.rd / 2), sn(d.rd / 2), pooled(std::max(d.hd, d.ihd));
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
@@ -184,7 +213,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
         }
       }
     }
-    if (ratio == 4) {  // every key this call can select, decoded once
+    if (ratio == 4 && per_token) {  // many queries: every key they can select, decoded once
       const size_t n = L.index_keys.size() / ixc.entry_bytes();
       ikeys[si].resize(n * d.ihd);
       for (size_t w = 0; w < n; ++w)
@@ -199,7 +228,6 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
     for (size_t t = ctx.spans[si].begin; t < ctx.spans[si].end; ++t) tokens.push_back({si, t});
   }
-  const bool per_token = tokens.size() >= static_cast<size_t>(pool.size());
   std::vector<Scratch> scratch(pool.size());
 
   // Which compressed entries the query at `pos` sees (w < (pos+1)/ratio); CSA: the indexer's top-k.
@@ -212,13 +240,15 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       sc.scores.resize(n_avail);
       const float* qI = &iq[t * d.nI * d.ihd];
       const float* wI = &iw[t * d.nI];
-      index_scores(qI, wI, d.nI, d.ihd, ikeys[si].data(), n_avail, sc.scores.data(), sc.hw,
+      const LayerState& L = ctx.spans[si].seq->layers[layer];
+      index_scores(qI, wI, d.nI, d.ihd, per_token ? ikeys[si].data() : nullptr, L.index_keys.data(),
+                   ctx.spans[si].seq->index_codec(), static_cast<size_t>(n_avail), sc.scores.data(),
                    parallel ? &pool : nullptr);
       top_k(sc.scores, cfg.index_topk, sc.sel);
     }
   };
   // K=V rows: the window (oldest first), then the selected compressed entries.
-  auto gather = [&](size_t si, size_t t, int64_t pos, Scratch& sc) -> size_t {
+  auto gather = [&](size_t si, size_t t, int64_t pos, Scratch& sc, ThreadPool* par) -> size_t {
     const SeqSpan& sp = ctx.spans[si];
     const LayerState& L = sp.seq->layers[layer];
     const KvCodec& kvc = sp.seq->kv_codec();
@@ -231,10 +261,15 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
                                      : &kv[(sp.begin + (p - sp.pos0)) * d.hd];
       std::copy(src, src + d.hd, &sc.entries[(p - first) * d.hd]);
     }
-    for (size_t i = 0; i < sc.sel.size(); ++i) {
-      kvc.decode(L.compressed.data() + sc.sel[i] * kvc.entry_bytes(),
-                 &sc.entries[(n_win + i) * d.hd]);
-    }
+    auto decode = [&](size_t b, size_t e, int) {
+      for (size_t i = b; i < e; ++i)
+        kvc.decode(L.compressed.data() + sc.sel[i] * kvc.entry_bytes(),
+                   &sc.entries[(n_win + i) * d.hd]);
+    };
+    if (par)
+      par->parallel_for_dynamic(sc.sel.size(), decode, 32);
+    else
+      decode(0, sc.sel.size(), 0);
     return n_ent;
   };
   // Softmax with the sink in the denominator only, then inverse RoPE of the output. The scores
@@ -270,7 +305,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
         const auto [si, t] = tokens[i];
         const int64_t pos = pos_of(si, t);
         select(si, t, pos, sc, false);
-        const size_t n_ent = gather(si, t, pos, sc);
+        const size_t n_ent = gather(si, t, pos, sc, nullptr);
         sc.z.resize(n_ent * d.H);
         attend(t, pos, sc, n_ent, 0, d.H, sc.z.data());
       }
@@ -280,7 +315,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       Scratch& sc = scratch[0];
       const int64_t pos = pos_of(si, t);
       select(si, t, pos, sc, true);
-      const size_t n_ent = gather(si, t, pos, sc);
+      const size_t n_ent = gather(si, t, pos, sc, &pool);
       pool.parallel_for_dynamic(
           d.H,
           [&](size_t h0, size_t h1, int th) {
