@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "command.h"
+#include "gen_common.h"
 #include "kernels/membench.h"
 #include "model/model.h"
 #include "util/error.h"
@@ -54,10 +55,12 @@ int run_bench(int argc, char** argv) {
                "dsv4 bench"};
   std::string model_dir, depth_str = "0";
   int threads = 0, n_prompt = 512, n_gen = 128;
+  bool pin = false;
   size_t membench_mib = 1024, chunk = 512;
   bool json_out = false;
   app.add_option("-m,--model", model_dir, "model directory")->required();
-  app.add_option("-t,--threads", threads, "threads (default: all cores)");
+  app.add_option("-t,--threads", threads, "threads (default: one per physical core)");
+  app.add_flag("--pin", pin, "bind each thread to its own CPU (one per physical core first)");
   app.add_option("-p,--n-prompt", n_prompt, "prefill length in tokens (default 512)");
   app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
   app.add_option("--depth", depth_str,
@@ -65,6 +68,8 @@ int run_bench(int argc, char** argv) {
   app.add_option("--chunk", chunk, "prefill chunk used to reach a depth (default 512)");
   app.add_option("--membench-mib", membench_mib,
                  "buffer for the bandwidth kernels in MiB (default 1024)");
+  ModelOptions mo;
+  add_expert_prefetch_option(app, mo.expert_prefetch);
   app.add_flag("--json", json_out, "print one JSON object instead of the table");
   try {
     app.parse(argc, argv);
@@ -73,12 +78,12 @@ int run_bench(int argc, char** argv) {
   }
   if (n_prompt < 1 || n_gen < 1) throw Error("-p and -n must be positive");
   const std::vector<int64_t> depths = parse_depths(depth_str);
-  ThreadPool pool(threads);
+  ThreadPool pool(threads, pin);
 
   // Load: mapped, validated, nothing copied.
   const size_t rss0 = resident_set_bytes();
   const auto t_load = Clock::now();
-  auto model = Model::load(model_dir);
+  auto model = Model::load(model_dir, mo);
   const double load_s = seconds_since(t_load);
   const size_t rss_load = resident_set_bytes();
   const ModelConfig& cfg = model->config();
@@ -169,6 +174,8 @@ int run_bench(int argc, char** argv) {
     nlohmann::ordered_json j;
     j["model"] = model_dir;
     j["threads"] = pool.size();
+    j["pinned"] = pin;
+    j["expert_prefetch"] = model->prefetches_experts();
     j["simd_target"] = membench_target_name();
     j["load_s"] = load_s;
     j["rss_bytes_before_load"] = rss0;
@@ -197,8 +204,8 @@ int run_bench(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("dsv4 bench  model %s  threads %d  SIMD %s\n", model_dir.c_str(), pool.size(),
-              membench_target_name());
+  std::printf("dsv4 bench  model %s  threads %d%s  SIMD %s\n", model_dir.c_str(), pool.size(),
+              pin ? " (pinned)" : "", membench_target_name());
   std::printf(
       "  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the "
       "end\n",

@@ -92,7 +92,7 @@ int chat_main(int argc, char** argv) {
   Loaded L = load_all(f, true);
   const Model& model = *L.model;
   const tok::Tokenizer& tk = *L.tokenizer;
-  ThreadPool pool(f.threads);
+  ThreadPool pool(f.threads, f.pin);
   Sampler sampler(f.sampling, model.config().vocab_size);
   ChatSession chat(model, pool, tk, L.n_ctx);
   chat.prefill_chunk = f.batch;

@@ -40,13 +40,16 @@ int run_logits(int argc, char** argv) {
   size_t chunk = 0;
   int64_t decode_from = -1;
   int threads = 0;
+  bool pin = false;
   bool exact_kv = false;
   app.add_option("-m,--model", model_dir, "model directory (config.json + safetensors)")->required();
   app.add_option("--ids-file", ids_file, "JSON array of token ids")->required();
   app.add_option("--out", out_file, "output file: float32 little-endian [len(ids), vocab]")->required();
   app.add_option("--chunk", chunk, "prefill in chunks of N tokens (default: one chunk)");
   app.add_option("--decode-from", decode_from, "prefill ids[0:P) then feed the rest one token at a time");
-  app.add_option("-t,--threads", threads, "worker threads (default: all cores)");
+  app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
+  app.add_flag("--pin", pin,
+               "bind each worker thread to its own CPU (one per physical core first)");
   app.add_flag("--exact-kv", exact_kv, "debug: keep KV / indexer caches in fp32 without FP8/FP4/bf16 rounding");
   try {
     app.parse(argc, argv);
@@ -61,7 +64,7 @@ int run_logits(int argc, char** argv) {
   if (decode_from > static_cast<int64_t>(ids.size())) {
     throw Error("--decode-from " + std::to_string(decode_from) + " is past the end of the " + std::to_string(ids.size()) + " ids");
   }
-  ThreadPool pool(threads);
+  ThreadPool pool(threads, pin);
   SequenceState seq = model->new_sequence();
   std::FILE* f = std::fopen(out_file.c_str(), "wb");
   if (!f) throw Error(out_file + ": cannot open for writing");

@@ -119,7 +119,7 @@ int run_main(int argc, char** argv) {
   }
   if (ids.empty()) throw Error("the prompt is empty");
 
-  ThreadPool pool(f.threads);
+  ThreadPool pool(f.threads, f.pin);
   Sampler sampler(f.sampling, model.config().vocab_size);
   SequenceState seq = model.new_sequence();
   GenerationParams gp;

@@ -4,6 +4,7 @@
 #include <cstdio>
 
 #include "command.h"
+#include "gen_common.h"
 #include "server/server.h"
 
 namespace dsv4::cli {
@@ -26,7 +27,10 @@ int run_serve(int argc, char** argv) {
   app.add_option("--port", o.port, "port (0: pick a free one and print it)");
   app.add_option("--parallel", o.n_parallel, "-np N: sequences decoded together (default 4)");
   app.add_option("-c,--ctx-size", o.n_ctx, "context per sequence in tokens (0: model maximum; default 4096)");
-  app.add_option("-t,--threads", o.threads, "compute threads (default: all cores)");
+  app.add_option("-t,--threads", o.threads, "compute threads (default: one per physical core)");
+  app.add_flag("--pin", o.pin,
+               "bind each compute thread to its own CPU (one per physical core first)");
+  add_expert_prefetch_option(app, o.expert_prefetch);
   app.add_option("--threads-http", o.http_threads, "HTTP worker threads (default: np + queue + 16, at least 32)");
   app.add_option("--api-key", o.api_key, "require this key (Authorization: Bearer KEY or x-api-key)");
   app.add_option("-a,--alias", o.alias, "model id reported by the API (default: the directory name)");

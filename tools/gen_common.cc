@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 #include "tokenizer/utf8.h"
@@ -17,7 +18,9 @@ namespace dsv4::cli {
 void GenFlags::add_to(CLI::App& app, bool chat) {
   app.add_option("-m,--model", model_dir, "model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
-  app.add_option("-t,--threads", threads, "worker threads (default: all cores)");
+  app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
+  app.add_flag("--pin", pin,
+               "bind each worker thread to its own CPU (one per physical core first)");
   app.add_option("-c,--ctx-size", n_ctx, "context size in tokens (default: the model's max_position_embeddings)");
   app.add_option("-b,--batch-size", batch, "prompt tokens per prefill forward call (default 256)");
   app.add_option("-n,--n-predict", n_predict,
@@ -36,6 +39,18 @@ void GenFlags::add_to(CLI::App& app, bool chat) {
   app.add_flag("--ignore-eos", ignore_eos, "keep generating after the end-of-sentence token");
   app.add_flag("--progress", progress, "show progress bars even when stderr is not a terminal");
   app.add_flag("--exact-kv", exact_kv, "debug: fp32 KV cache without FP8/FP4/bf16 storage rounding");
+  add_expert_prefetch_option(app, expert_prefetch);
+}
+
+void add_expert_prefetch_option(CLI::App& app, ModelOptions::ExpertPrefetch& v) {
+  using EP = ModelOptions::ExpertPrefetch;
+  static const std::map<std::string, EP> names{
+      {"auto", EP::kAuto}, {"on", EP::kOn}, {"off", EP::kOff}};
+  app.add_option("--expert-prefetch", v,
+                 "read the routed experts' pages ahead (madvise) once the router picks them: "
+                 "auto (default: when the checkpoint exceeds 3/4 of RAM), on, off")
+      ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
+      ->option_text("auto|on|off");
 }
 
 void GenFlags::finish() {
@@ -119,6 +134,7 @@ Loaded load_all(const GenFlags& f, bool need_tokenizer) {
   }
   ModelOptions mo;
   mo.exact_kv = f.exact_kv;
+  mo.expert_prefetch = f.expert_prefetch;
   ProgressBar bar(f.progress || stderr_is_tty(), "loading", true);
   mo.progress = [&](size_t d, size_t t) { bar.update(static_cast<int64_t>(d), static_cast<int64_t>(t)); };
   L.model = Model::load(f.model_dir, mo);

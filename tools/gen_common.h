@@ -21,6 +21,7 @@ namespace dsv4::cli {
 struct GenFlags {
   std::string model_dir;
   int threads = 0;
+  bool pin = false;
   int64_t n_ctx = 0;
   int batch = 256;
   int n_predict = -1;
@@ -28,6 +29,7 @@ struct GenFlags {
   bool ignore_eos = false;
   bool progress = false;
   bool exact_kv = false;
+  ModelOptions::ExpertPrefetch expert_prefetch = ModelOptions::ExpertPrefetch::kAuto;
   SamplingParams sampling;
   int64_t seed = -1;
 
@@ -35,6 +37,9 @@ struct GenFlags {
   // Resolves defaults after parsing (seed).
   void finish();
 };
+
+// --expert-prefetch auto|on|off (ModelOptions::expert_prefetch).
+void add_expert_prefetch_option(CLI::App& app, ModelOptions::ExpertPrefetch& v);
 
 // Terminal progress bar on stderr (only drawn when enabled); redraws at most ~10×/s.
 class ProgressBar {

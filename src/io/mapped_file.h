@@ -27,4 +27,11 @@ class MappedFile {
   size_t size_ = 0;
 };
 
+// Asks the kernel to start reading the pages of [p, p+bytes) (a range inside a mapping) in the
+// background: madvise(MADV_WILLNEED) over the whole pages it touches. Best effort, no error.
+void advise_willneed(const void* p, size_t bytes);
+
+// Physical memory of this machine in bytes (0 if unknown).
+size_t physical_memory_bytes();
+
 }  // namespace dsv4

@@ -52,6 +52,31 @@ size_t MatrixView::bytes() const {
   return 0;
 }
 
+size_t MatrixView::data_bytes() const {
+  switch (format) {
+    case WeightFormat::kF32:
+      return rows * cols * 4;
+    case WeightFormat::kBF16:
+      return rows * cols * 2;
+    case WeightFormat::kFp8Block128:
+      return rows * cols;
+    case WeightFormat::kFp4Block32:
+      return rows * cols / 2;
+  }
+  return 0;
+}
+
+size_t MatrixView::scale_span_bytes() const {
+  switch (format) {
+    case WeightFormat::kFp8Block128:
+      return (rows + 127) / 128 * scale_stride;
+    case WeightFormat::kFp4Block32:
+      return rows * scale_stride;
+    default:
+      return 0;
+  }
+}
+
 void dequantize_row(const MatrixView& w, size_t r, float* out) {
   const size_t k = w.cols;
   switch (w.format) {

@@ -32,6 +32,10 @@ struct MatrixView {
   MatrixView row_slice(size_t r0, size_t n) const;
   // Bytes of weights + scales this view covers (what a full product reads).
   size_t bytes() const;
+  // The address ranges behind it: [data, data + data_bytes()) and
+  // [scales, scales + scale_span_bytes()) (scale rows including their stride padding).
+  size_t data_bytes() const;
+  size_t scale_span_bytes() const;
 };
 
 // Writes row r of W as fp32 (exact) into out[0..cols).

@@ -29,6 +29,7 @@ struct ForwardContext {
   size_t n_rows;
   const RopeTable& rope_plain;
   const RopeTable& rope_compressed;
+  bool prefetch_experts = false;  // ModelOptions::expert_prefetch, resolved
 };
 
 }  // namespace dsv4

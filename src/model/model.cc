@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <set>
 
+#include "io/mapped_file.h"
 #include "io/safetensors.h"
 #include "kernels/matmul.h"
 #include "kernels/ops.h"
@@ -48,6 +49,10 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
       }
     }
   }
+  using EP = ModelOptions::ExpertPrefetch;
+  m->prefetch_experts_ = opts.expert_prefetch == EP::kOn ||
+                         (opts.expert_prefetch == EP::kAuto &&
+                          m->ckpt_->total_bytes() / 3 > physical_memory_bytes() / 4);
   if (opts.progress) opts.progress(m->ckpt_->total_bytes(), m->ckpt_->total_bytes());
   return m;
 }
@@ -192,7 +197,7 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   }
 
   const RopeTable rope_plain(c, false), rope_comp(c, true);
-  ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain, rope_comp};
+  ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain, rope_comp, prefetch_experts_};
   out.layer_rms.clear();
   for (int i = 0; i < c.n_layers; ++i) {
     run_block(ctx, w_->layers[i], i, h);
@@ -258,7 +263,7 @@ void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const
   }
   std::vector<SeqSpan> spans{{&seq, 0, N, seq.mtp_n_past}};
   const RopeTable rope_plain(c, false), rope_comp(c, true);
-  ForwardContext ctx{c, pool, spans, next_ids.data(), N, rope_plain, rope_comp};
+  ForwardContext ctx{c, pool, spans, next_ids.data(), N, rope_plain, rope_comp, prefetch_experts_};
   run_block(ctx, m.block, c.n_layers, h);
   std::vector<size_t> rows(N);
   for (size_t t = 0; t < N; ++t) rows[t] = t;

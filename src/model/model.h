@@ -23,6 +23,11 @@ struct ModelOptions {
   // Debug: keep KV entries and indexer keys in fp32 with no FP8/FP4/bf16 rounding (compares
   // with the reference's mode B). Default: the native production layout (mode D).
   bool exact_kv = false;
+  // Routed experts: once the router has picked them, ask the kernel to read their pages in the
+  // background (madvise WILLNEED) while the shared expert computes. Pays off when the checkpoint
+  // does not stay in the page cache; kAuto turns it on when the checkpoint is larger than 3/4 of
+  // physical memory (when it fits, the syscalls would only cost time: ~0.1 ms per expert).
+  enum class ExpertPrefetch { kAuto, kOn, kOff } expert_prefetch = ExpertPrefetch::kAuto;
   // Called while mapping / validating with (bytes done, bytes total).
   std::function<void(size_t, size_t)> progress;
 };
@@ -62,6 +67,8 @@ class Model {
   const ModelConfig& config() const { return cfg_; }
   const ModelOptions& options() const { return opts_; }
   const Checkpoint& checkpoint() const { return *ckpt_; }
+  // Whether routed experts are prefetched (ModelOptions::expert_prefetch, kAuto resolved).
+  bool prefetches_experts() const { return prefetch_experts_; }
   // What one more token costs the sequence `seq` at its current length (benchmarks): weight bytes
   // read (attention, compressors, indexer, router, shared expert, the k active routed experts,
   // mHC mixers, head, one embedding row), KV bytes read (window, compressed entries attended,
@@ -94,6 +101,7 @@ class Model {
   ModelOptions opts_;
   std::unique_ptr<Checkpoint> ckpt_;
   std::unique_ptr<ModelWeights> w_;
+  bool prefetch_experts_ = false;
 };
 
 }  // namespace dsv4

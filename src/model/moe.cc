@@ -5,6 +5,7 @@
 #include <numeric>
 #include <vector>
 
+#include "io/mapped_file.h"
 #include "kernels/matmul.h"
 #include "model/workspace.h"
 #include "util/thread_pool.h"
@@ -82,6 +83,22 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
   for (size_t t = 0; t < N; ++t) {
     for (int k = 0; k < K; ++k) rows[sel[t * K + k]].push_back({t, wsel[t * K + k]});
   }
+  if (ctx.prefetch_experts) {
+    for (int e = 0; e < E; ++e) {
+      if (rows[e].empty()) continue;
+      for (const MatrixView* m : {&mw.experts[e].w1, &mw.experts[e].w2, &mw.experts[e].w3}) {
+        advise_willneed(m->data, m->data_bytes());
+        advise_willneed(m->scales, m->scale_span_bytes());
+      }
+    }
+  }
+  // The shared expert first (its own buffer, added last as before): its compute overlaps the
+  // routed experts' page reads when they are prefetched.
+  float* ys = nullptr;
+  if (mw.has_shared) {
+    ys = workspace<struct SharedOutTag>(N * D);
+    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ys, ctx.pool);
+  }
   std::fill(out, out + N * D, 0.0f);
   float* xe = workspace<struct ExpertInTag>(N * D);
   float* ye = workspace<struct ExpertOutTag>(N * D);
@@ -100,10 +117,8 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
       for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
     }
   }
-  if (mw.has_shared) {
-    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ye, ctx.pool);
-    for (size_t i = 0; i < N * D; ++i) out[i] += ye[i];
-  }
+  if (ys)
+    for (size_t i = 0; i < N * D; ++i) out[i] += ys[i];
 }
 
 }  // namespace dsv4

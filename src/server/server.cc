@@ -37,8 +37,10 @@ static void load_model(Ctx& ctx) {
   try {
     const ServerOptions& o = ctx.opts;
     ctx.tok = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(o.model_dir));
-    ctx.model = Model::load(o.model_dir);
-    ctx.pool = std::make_unique<ThreadPool>(o.threads);
+    ModelOptions mo;
+    mo.expert_prefetch = o.expert_prefetch;
+    ctx.model = Model::load(o.model_dir, mo);
+    ctx.pool = std::make_unique<ThreadPool>(o.threads, o.pin);
     SchedulerOptions so;
     so.n_parallel = o.n_parallel;
     so.n_ctx = o.n_ctx;

@@ -13,6 +13,8 @@
 #include <memory>
 #include <string>
 
+#include "model/model.h"
+
 namespace dsv4::server {
 
 struct ServerOptions {
@@ -21,7 +23,9 @@ struct ServerOptions {
   int port = 8000;
   int n_parallel = 4;        // -np
   int64_t n_ctx = 4096;      // -c, per sequence (0: the model's maximum)
-  int threads = 0;           // -t compute threads (0: all cores)
+  int threads = 0;           // -t compute threads (0: one per physical core)
+  bool pin = false;          // --pin: bind compute threads to CPUs
+  ModelOptions::ExpertPrefetch expert_prefetch = ModelOptions::ExpertPrefetch::kAuto;
   int http_threads = 0;      // 0: n_parallel + max_queue + 16
   std::string api_key;       // empty: no auth
   std::string alias;         // model id reported (default: the model directory's name)

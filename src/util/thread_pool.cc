@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <chrono>
 
+#include "util/cpu_topology.h"
+#include "util/error.h"
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -35,19 +38,48 @@ constexpr int kSpinMicros = 200;
 
 }  // namespace
 
-ThreadPool::ThreadPool(int n_threads) {
-  if (n_threads <= 0) n_threads = std::max(1u, std::thread::hardware_concurrency());
-  for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+ThreadPool::ThreadPool(int n_threads, bool pin) {
+  const CpuTopology topo = cpu_topology();
+  if (n_threads <= 0) n_threads = std::max(1, topo.physical_cores);
+  auto cpu_of = [&](int i) { return topo.cpus[static_cast<size_t>(i) % topo.cpus.size()]; };
+  std::string err;
+  if (pin) {
+    caller_cpu_ = cpu_of(0);
+    err = pin_thread(pthread_self(), caller_cpu_);  // also checks that pinning is allowed
+    if (err.empty()) pin_caller();
+  }
+  for (int i = 1; i < n_threads && err.empty(); ++i) {
+    workers_.emplace_back([this, i] { worker_loop(i); });
+    if (pin) err = pin_thread(workers_.back().native_handle(), cpu_of(i));
+  }
+  if (!err.empty()) {
+    shut_down();
+    throw Error(err);
+  }
 }
 
-ThreadPool::~ThreadPool() {
+void ThreadPool::pin_caller() {
+  // Pools are told apart by a serial number, not their address (a new pool may reuse it).
+  static std::atomic<uint64_t> next_serial{1};
+  thread_local uint64_t pinned_for = 0;
+  if (caller_cpu_ < 0) return;
+  if (serial_ == 0) serial_ = next_serial.fetch_add(1);
+  if (pinned_for == serial_) return;
+  pin_thread(pthread_self(), caller_cpu_);  // the constructor checked that this is allowed
+  pinned_for = serial_;
+}
+
+void ThreadPool::shut_down() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);
   }
   cv_start_.notify_all();
   for (auto& t : workers_) t.join();
+  workers_.clear();
 }
+
+ThreadPool::~ThreadPool() { shut_down(); }
 
 namespace {
 constexpr uint64_t kClosed = uint64_t{1} << 31;
@@ -118,6 +150,7 @@ void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
     generation_.store(gen);
   }
   cv_start_.notify_all();
+  pin_caller();
   fn(0);
   elastic_state_.fetch_or(kClosed);
   auto done = [&] { return (elastic_state_.load() & kCountMask) == 0; };
@@ -158,6 +191,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
     generation_.fetch_add(1);
   }
   cv_start_.notify_all();
+  pin_caller();
   fn(0);
   auto done = [&] { return pending_.load(std::memory_order_acquire) == 0; };
   if (!spin_until(done, kSpinMicros)) {

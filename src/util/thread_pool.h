@@ -15,8 +15,12 @@ namespace dsv4 {
 
 class ThreadPool {
  public:
-  // n_threads <= 0 → number of physical cores (hardware_concurrency as an approximation).
-  explicit ThreadPool(int n_threads = 0);
+  // n_threads <= 0 → one thread per physical core the process may run on (cpu_topology.h).
+  // pin: thread i is bound to the i-th CPU of cpu_topology() (one per physical core first, then
+  // SMT siblings; cycling if there are more threads than CPUs); thread 0 is whichever thread
+  // calls into the pool (bound at its first parallel call; the constructing thread at once).
+  // Throws if the system refuses.
+  explicit ThreadPool(int n_threads = 0, bool pin = false);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -43,6 +47,11 @@ class ThreadPool {
 
  private:
   void worker_loop(int index);
+  void shut_down();
+  void pin_caller();
+
+  int caller_cpu_ = -1;  // pinned pools: thread 0's CPU
+  uint64_t serial_ = 0;
 
   std::vector<std::thread> workers_;
   std::mutex mu_;
