@@ -23,7 +23,19 @@ struct BlockResult {
   size_t end = 0;
   std::vector<std::pair<std::string, std::string>> calls;  // name, arguments JSON
   std::string reason;
+  // The invoke being read where the block ended or broke, if its `name="…">\n` was complete:
+  // its name and the arguments JSON of the parameters completed before that point.
+  std::string partial_name, partial_args;
 };
+
+std::string arguments_json(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string args = "{";
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (i) args += ", ";
+    args += python_json_dumps(ojson(params[i].first)) + ": " + params[i].second;
+  }
+  return args + "}";
+}
 
 bool starts_with(std::string_view s, std::string_view p) { return s.substr(0, p.size()) == p; }
 
@@ -86,6 +98,8 @@ BlockResult parse_block(std::string_view s) {
     if (name.empty()) return invalid("empty invoke name");
     pos = q;
     DSV4_LIT("\">\n", "expected '\">\\n' after invoke name");
+    r.partial_name = name;
+    r.partial_args = "{}";
     std::vector<std::pair<std::string, std::string>> params;  // name, JSON value text
     std::set<std::string> seen;
     int first = choose({"\n" + kInvokeClose, kParamOpen});
@@ -124,6 +138,7 @@ BlockResult parse_block(std::string_view s) {
         }
         if (!seen.insert(pname).second) return invalid("duplicate parameter \"" + pname + "\"");
         params.emplace_back(pname, std::move(json_value));
+        r.partial_args = arguments_json(params);
         pos = vend + kParamClose.size();
         DSV4_LIT("\n", "expected newline after parameter");
         int nx = choose({kInvokeClose, kParamOpen});
@@ -135,13 +150,9 @@ BlockResult parse_block(std::string_view s) {
         }
       }
     }
-    std::string args = "{";
-    for (size_t i = 0; i < params.size(); ++i) {
-      if (i) args += ", ";
-      args += python_json_dumps(ojson(params[i].first)) + ": " + params[i].second;
-    }
-    args += "}";
-    r.calls.emplace_back(std::move(name), std::move(args));
+    r.calls.emplace_back(std::move(name), arguments_json(params));
+    r.partial_name.clear();
+    r.partial_args.clear();
     int nx = choose({"\n" + kInvokeOpen, "\n" + kBlockClose});
     if (nx == -1) return r;
     if (nx == -2) return invalid("expected a newline and the next invoke or the block end");
@@ -220,6 +231,28 @@ void OutputParser::emit_text(std::string_view text, bool malformed, std::vector<
   }
 }
 
+void OutputParser::emit_call(std::string name, std::string arguments,
+                             std::vector<OutputEvent>& ev) {
+  const size_t idx = msg_.tool_calls.size();
+  ToolCall tc{
+      opts_.make_tool_call_id ? opts_.make_tool_call_id(idx) : "call_" + std::to_string(idx),
+      std::move(name), std::move(arguments)};
+  OutputEvent s;
+  s.type = OutputEvent::Type::kToolCallStart;
+  s.tool_index = idx;
+  s.tool_id = tc.id;
+  s.tool_name = tc.name;
+  ev.push_back(s);
+  OutputEvent a;
+  a.type = OutputEvent::Type::kToolCallArguments;
+  a.tool_index = idx;
+  a.tool_id = tc.id;
+  a.tool_name = tc.name;
+  a.text = tc.arguments;
+  ev.push_back(std::move(a));
+  msg_.tool_calls.push_back(std::move(tc));
+}
+
 void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
   while (true) {
     switch (state_) {
@@ -275,6 +308,15 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
                                                : "tool_calls block truncated";
         }
         if (r.status == BlockResult::kIncomplete) return;
+        if (r.status == BlockResult::kInvalid && opts_.tool_call_forced) {
+          note_error("malformed DSML: " + r.reason);
+          msg_.tool_calls_incomplete = true;
+          for (auto& [name, args] : r.calls) emit_call(std::move(name), std::move(args), ev);
+          if (!r.partial_name.empty())
+            emit_call(std::move(r.partial_name), std::move(r.partial_args), ev);
+          state_ = State::kDiscard;
+          continue;
+        }
         if (r.status == BlockResult::kInvalid) {
           // The block text up to where the grammar broke goes out verbatim as flagged content;
           // scanning then resumes as ordinary content, so a later block or the EOS still counts.
@@ -289,26 +331,7 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
           buf_.erase(0, upto);
           continue;
         }
-        for (auto& [name, args] : r.calls) {
-          size_t idx = msg_.tool_calls.size();
-          ToolCall tc{opts_.make_tool_call_id ? opts_.make_tool_call_id(idx)
-                                              : "call_" + std::to_string(idx),
-                      name, args};
-          OutputEvent s;
-          s.type = OutputEvent::Type::kToolCallStart;
-          s.tool_index = idx;
-          s.tool_id = tc.id;
-          s.tool_name = tc.name;
-          ev.push_back(s);
-          OutputEvent a;
-          a.type = OutputEvent::Type::kToolCallArguments;
-          a.tool_index = idx;
-          a.tool_id = tc.id;
-          a.tool_name = tc.name;
-          a.text = tc.arguments;
-          ev.push_back(std::move(a));
-          msg_.tool_calls.push_back(std::move(tc));
-        }
+        for (auto& [name, args] : r.calls) emit_call(std::move(name), std::move(args), ev);
         buf_.erase(0, r.end);
         state_ = State::kAfterTools;
         continue;
@@ -326,6 +349,12 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
         content_malformed_ = true;
         state_ = State::kContent;
         continue;
+      }
+      case State::kDiscard: {
+        if (buf_.find(kEosS) != std::string::npos) msg_.finished = true;
+        const size_t hold = at_end || msg_.finished ? 0 : partial_marker_suffix(buf_, {kEosS});
+        buf_.erase(0, buf_.size() - hold);
+        return;
       }
       case State::kDone: {
         if (buf_.empty()) return;

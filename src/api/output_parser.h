@@ -17,11 +17,11 @@
 // character) is held back. A tool_calls block is all-or-nothing: its calls are emitted when the
 // closing </｜DSML｜tool_calls> arrives and the whole block parsed; a block that breaks the
 // grammar (or is cut off by EOS / finish()) is returned verbatim as content with `malformed` set —
-// nothing is dropped. Text after the tool calls or after EOS is also kept as malformed content.
-// Tool-call arguments are a JSON object text built like the official parser: string="true" values
-// are JSON-quoted, string="false" values are kept verbatim (and must be valid JSON).
-// Round trip: render_chat() of the parsed message reproduces the parsed text exactly when the
-// text is well formed.
+// nothing is dropped (except with OutputParserOptions::tool_call_forced, see there). Text after the
+// tool calls or after EOS is also kept as malformed content. Tool-call arguments are a JSON object
+// text built like the official parser: string="true" values are JSON-quoted, string="false" values
+// are kept verbatim (and must be valid JSON). Round trip: render_chat() of the parsed message
+// reproduces the parsed text exactly when the text is well formed.
 #pragma once
 
 #include <cstddef>
@@ -46,6 +46,8 @@ struct ParsedCompletion {
   std::vector<ToolCall> tool_calls;
   bool finished = false;   // <｜end▁of▁sentence｜> was seen (false: cut off, e.g. max tokens)
   bool malformed = false;  // some markup did not parse and is included in `content` verbatim
+  // tool_call_forced only: the tool calls come from a block that did not parse to its end.
+  bool tool_calls_incomplete = false;
   std::string error;       // first problem noticed (malformed markup, unclosed reasoning), or ""
 
   // {"role": "assistant", "content": ..., ["reasoning_content": ...,] ["tool_calls": [{"id",
@@ -71,6 +73,13 @@ struct OutputEvent {
 
 struct OutputParserOptions {
   bool thinking = false;  // the prompt ended with <think>: output starts with reasoning
+  // The output was made to open a tool_calls block (a request whose tool_choice requires a call:
+  // the server forces the opener). Such a block is a tool call whatever becomes of it, so it is
+  // never returned as content: when it does not parse to its end (cut off by the token limit or
+  // EOS, or markup that breaks the grammar), every invoke whose `name="…">` was complete is still
+  // reported, with the parameters completed before the break as its arguments (always a JSON
+  // object), tool_calls_incomplete is set, and the rest of the output is dropped.
+  bool tool_call_forced = false;
   // Makes the id of the n-th tool call of this completion (0-based). Default: "call_<n>"; servers
   // should pass something unique per request.
   std::function<std::string(size_t)> make_tool_call_id;
@@ -90,9 +99,11 @@ class OutputParser {
   const ParsedCompletion& message() const { return msg_; }
 
  private:
-  enum class State { kReasoning, kContent, kToolBlock, kAfterTools, kDone };
+  // kDiscard: after a forced block that did not parse (see tool_call_forced).
+  enum class State { kReasoning, kContent, kToolBlock, kAfterTools, kDone, kDiscard };
   void process(bool at_end, std::vector<OutputEvent>& ev);
   void emit_text(std::string_view text, bool malformed, std::vector<OutputEvent>& ev);
+  void emit_call(std::string name, std::string arguments, std::vector<OutputEvent>& ev);
   void note_error(const std::string& e);
 
   OutputParserOptions opts_;

@@ -29,8 +29,8 @@ const char* stop_reason_name(StopReason r) {
 // ---- StopMatcher ------------------------------------------------------------------------------
 
 StopMatcher::StopMatcher(std::vector<std::string> stops) {
-  for (auto& s : stops)
-    if (!s.empty()) stops_.push_back(std::move(s));
+  for (size_t i = 0; i < stops.size(); ++i)
+    if (!stops[i].empty()) stops_.emplace_back(std::move(stops[i]), static_cast<int>(i));
 }
 
 std::string StopMatcher::push(std::string_view piece) {
@@ -38,11 +38,12 @@ std::string StopMatcher::push(std::string_view piece) {
   held_.append(piece);
   // A complete stop string: emit what precedes the earliest one.
   size_t best = std::string::npos;
-  for (const std::string& s : stops_) {
+  for (const auto& [s, index] : stops_) {
     size_t at = held_.find(s);
     if (at != std::string::npos && at < best) {
       best = at;
       matched_ = s;
+      matched_index_ = index;
     }
   }
   if (best != std::string::npos) {
@@ -53,7 +54,7 @@ std::string StopMatcher::push(std::string_view piece) {
   }
   // Hold back the longest suffix that is a proper prefix of some stop string.
   size_t keep = 0;
-  for (const std::string& s : stops_) {
+  for (const auto& [s, index] : stops_) {
     for (size_t len = std::min(s.size() - 1, held_.size()); len > keep; --len) {
       if (held_.compare(held_.size() - len, len, s, 0, len) == 0) {
         keep = len;
@@ -111,6 +112,48 @@ void SequenceGenerator::set_prompt(std::span<const int32_t> tokens) {
   prompt_pos_ = 0;
   for (int32_t t : tokens) sampler_.accept(t);
   timings_.prompt_tokens = static_cast<int64_t>(tokens.size());
+  for (size_t i = 0; i < p_.forced.size(); ++i) {
+    if (p_.forced[i] < 0 || p_.forced[i] >= V) {
+      throw Error("forced token " + std::to_string(i) + " is id " + std::to_string(p_.forced[i]) +
+                  ", outside the vocabulary [0, " + std::to_string(V) + ")");
+    }
+  }
+  if (p_.force_after < 0 && !p_.forced.empty()) {
+    // Forced output at the start rides with the prompt's last chunk, so the row that chunk
+    // returns already predicts the token after it; it is output once the prefill is done.
+    forced_done_ = true;
+    release_ = forced_room(total);
+    prompt_.insert(prompt_.end(), p_.forced.begin(), p_.forced.begin() + release_);
+    for (size_t i = 0; i < release_; ++i) sampler_.accept(p_.forced[i]);
+  }
+}
+
+size_t SequenceGenerator::forced_room(int64_t pos) const {
+  int64_t k = std::min<int64_t>(static_cast<int64_t>(p_.forced.size()), n_ctx_ - pos);
+  if (p_.max_tokens >= 0)
+    k = std::min<int64_t>(k, p_.max_tokens - static_cast<int64_t>(generated_.size()));
+  return static_cast<size_t>(std::max<int64_t>(k, 0));
+}
+
+bool SequenceGenerator::release_forced(Step& step) {
+  const size_t n = release_;
+  release_ = 0;
+  for (size_t i = 0; i < n; ++i) {  // params.forced is placed once, always from its start
+    const int32_t f = p_.forced[i];
+    generated_.push_back(f);
+    ++timings_.gen_tokens;
+    step.forced.push_back(f);
+    step.text += emit(f);
+    if (stops_.stopped()) {
+      end(StopReason::kStopString, &step.text);
+      return false;
+    }
+  }
+  if (p_.max_tokens >= 0 && static_cast<int64_t>(generated_.size()) >= p_.max_tokens) {
+    end(StopReason::kMaxTokens, &step.text);
+    return false;
+  }
+  return true;
 }
 
 BatchItem SequenceGenerator::next_item() {
@@ -128,10 +171,10 @@ BatchItem SequenceGenerator::next_item() {
     it.no_logits = !chunk_wants_logits_;
     return it;
   }
-  if (pending_ < 0) throw Error("SequenceGenerator: nothing to run (no prompt set)");
-  chunk_len_ = 1;
+  if (feed_.empty()) throw Error("SequenceGenerator: nothing to run (no prompt set)");
+  chunk_len_ = feed_.size();
   chunk_wants_logits_ = true;
-  it.tokens = std::span<const int32_t>(&pending_, 1);
+  it.tokens = std::span<const int32_t>(feed_.data(), feed_.size());
   return it;
 }
 
@@ -154,6 +197,8 @@ void SequenceGenerator::end(StopReason r, std::string* out) {
     text_ += tail;
     if (out) *out += tail;
   }
+  if (stop_ == StopReason::kStopString && p_.on_stop_string && stops_.matched_index() >= 0)
+    p_.on_stop_string(static_cast<size_t>(stops_.matched_index()));
   if (timings_.gen_tokens > 0 || t_gen_start_ != Clock::time_point{}) {
     timings_.gen_s = std::chrono::duration<double>(Clock::now() - t_gen_start_).count();
   }
@@ -180,9 +225,10 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
       return step;  // intermediate chunk: no logits
     }
   } else {
-    pending_ = -1;
+    feed_.clear();
   }
   if (!row) throw Error("SequenceGenerator: missing logits row");
+  if (release_ > 0 && !release_forced(step)) return step;
   if (interrupted_.load()) {
     end(StopReason::kInterrupted, &step.text);
     return step;
@@ -204,7 +250,7 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
     end(StopReason::kEos, &step.text);
     return step;
   }
-  step.text = emit(t);
+  step.text += emit(t);
   if (stops_.stopped()) {
     end(StopReason::kStopString, &step.text);
     return step;
@@ -213,7 +259,15 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
     end(StopReason::kMaxTokens, &step.text);
     return step;
   }
-  pending_ = t;
+  feed_.assign(1, t);
+  if (!forced_done_ && p_.force_after >= 0 && t == p_.force_after && !p_.forced.empty()) {
+    // The forced tokens go into the next forward call together with `t` (one step for all of
+    // them); the row it returns predicts the token after them.
+    forced_done_ = true;
+    release_ = forced_room(seq_.n_past + 1);
+    feed_.insert(feed_.end(), p_.forced.begin(), p_.forced.begin() + release_);
+    for (size_t i = 0; i < release_; ++i) sampler_.accept(p_.forced[i]);
+  }
   return step;
 }
 
@@ -250,6 +304,7 @@ GenerationResult generate(const Model& model, ThreadPool& pool, const tok::Token
   r.tokens = g.generated();
   r.text = g.text();
   r.stop = g.stop_reason();
+  r.stop_index = g.stop_index();
   r.timings = g.timings();
   return r;
 }

@@ -43,6 +43,18 @@ struct GenerationParams {
   std::vector<int32_t> eos_ids;   // empty: {config eos_token_id}
   bool ignore_eos = false;
   bool skip_special = true;       // added tokens (markers like </think>) give no output text
+  // Called on the generating thread when a stop string ends the generation, with its index in
+  // `stop`: callers that drive the generator through the Scheduler never see the generator
+  // itself, and the stop string is cut from the text, so this is how they learn which one it was.
+  std::function<void(size_t stop_index)> on_stop_string;
+  // Tokens written into the output instead of sampled (the server forces the opening of a DSML
+  // tool call this way when a request requires one): at the start of the output when
+  // force_after < 0, else right after the first generated `force_after` token (e.g. </think>).
+  // They are output tokens like sampled ones (counted, detokenized, matched against stop
+  // strings) but take no forward pass of their own: they are fed in the same step as the prompt's
+  // last chunk or as the token that triggered them. Cut short to fit max_tokens and the context.
+  std::vector<int32_t> forced;
+  int32_t force_after = -1;
 };
 
 // Finds stop strings in streamed text. Text that might be the start of a stop string is held back
@@ -55,12 +67,15 @@ class StopMatcher {
   std::string flush();                       // held-back text at the end (when not stopped)
   bool stopped() const { return stopped_; }
   const std::string& matched() const { return matched_; }
+  // Index of the matched stop string in the list given to the constructor (-1: none).
+  int matched_index() const { return matched_index_; }
 
  private:
-  std::vector<std::string> stops_;
+  std::vector<std::pair<std::string, int>> stops_;  // non-empty stop strings, original index
   std::string held_;
   bool stopped_ = false;
   std::string matched_;
+  int matched_index_ = -1;
 };
 
 struct GenerationTimings {
@@ -87,16 +102,20 @@ class SequenceGenerator {
 
   bool done() const { return stop_ != StopReason::kNone; }
   StopReason stop_reason() const { return stop_; }
+  // With kStopString: the index in params.stop of the stop string that matched (else -1).
+  int stop_index() const { return stops_.matched_index(); }
   bool in_prefill() const { return prompt_pos_ < prompt_.size(); }
   int64_t prompt_done() const { return static_cast<int64_t>(prompt_pos_); }
   int64_t prompt_total() const { return static_cast<int64_t>(prompt_.size()); }
 
   // The work for the next forward call: a prefill chunk (logits only for the last chunk), or the
-  // last sampled token. Spans stay valid until on_logits(). Must not be called when done().
+  // last sampled token (with the forced tokens that follow it, if any). Spans stay valid until
+  // on_logits(). Must not be called when done().
   BatchItem next_item();
 
   struct Step {
     int32_t token = -1;     // token sampled at this step (-1: prefill chunk without logits)
+    std::vector<int32_t> forced;  // output tokens forced before `token` (params.forced)
     std::string text;       // output text released by this step (stop-string safe)
     const float* logits = nullptr;  // the row sampled from (valid during the call)
   };
@@ -118,6 +137,10 @@ class SequenceGenerator {
   using Clock = std::chrono::steady_clock;
   std::string emit(int32_t token);
   void end(StopReason r, std::string* out);
+  // How many of params.forced fit after `pos` more tokens are fed (max_tokens, context).
+  size_t forced_room(int64_t pos) const;
+  // Appends the forced tokens just fed to the output; false when that ended the generation.
+  bool release_forced(Step& step);
 
   const Model& model_;
   const tok::Tokenizer* tok_;
@@ -129,7 +152,9 @@ class SequenceGenerator {
   size_t prompt_pos_ = 0, chunk_len_ = 0;
   bool chunk_wants_logits_ = false;
   std::vector<int32_t> generated_;
-  int32_t pending_ = -1;  // sampled, not yet fed
+  std::vector<int32_t> feed_;  // for the next decode step: the last sampled token, then forced
+  size_t release_ = 0;         // forced tokens in the item being run, output at on_logits()
+  bool forced_done_ = false;   // params.forced was placed (it is used once)
   std::string text_;
   std::unique_ptr<tok::StreamingDetokenizer> detok_;
   StopMatcher stops_;
@@ -154,6 +179,7 @@ struct GenerationResult {
   std::vector<int32_t> tokens;  // generated tokens (EOS included when it ended the generation)
   std::string text;             // output text (stop string and after removed)
   StopReason stop = StopReason::kNone;
+  int stop_index = -1;  // kStopString: index in params.stop of the one that matched
   GenerationTimings timings;
 };
 

@@ -118,7 +118,7 @@ static ojson convert_tools(const json& tools) {
 }
 
 static std::string stop_reason(const Run& run) {
-  if (run.has_tool_calls()) return "tool_use";
+  if (run.ended_with_tool_calls()) return "tool_use";
   switch (run.done().stop) {
     case StopReason::kMaxTokens:
     case StopReason::kContextFull: return "max_tokens";
@@ -150,23 +150,19 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
     else if (type == "disabled") co.thinking = false;
     else throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
   }
-  if (const json* t = field(body, "tools")) {
-    ojson tools = convert_tools(*t);
-    if (!tools.empty()) {
-      co.tools = tools;
-      if (const json* tc = field(body, "tool_choice")) {
-        if (!tc->is_object()) throw ApiError(400, "'tool_choice' must be an object", "tool_choice");
-        const std::string type = tc->value("type", "auto");
-        if (type == "none") co.tools = nullptr;
-        else if (type == "tool") {
-          json oc = {{"tool_choice", {{"type", "function"}, {"function", {{"name", tc->value("name", "")}}}}}};
-          co.tools = apply_tool_choice(oc, tools);
-        } else if (type != "auto" && type != "any") {
-          throw ApiError(400, "'tool_choice.type' must be auto, any, tool or none", "tool_choice");
-        }
-      }
-    }
+  ojson tools;
+  if (const json* t = field(body, "tools")) tools = convert_tools(*t);
+  json choice;  // tool_choice, its type defaulting to "auto"
+  if (const json* tc = field(body, "tool_choice")) {
+    if (!tc->is_object()) throw ApiError(400, "'tool_choice' must be an object", "tool_choice");
+    choice = *tc;
+    if (!field(choice, "type")) choice["type"] = "auto";
+    const json& type = choice["type"];
+    if (!type.is_string() || (type != "auto" && type != "any" && type != "tool" && type != "none"))
+      throw ApiError(400, "'tool_choice.type' must be auto, any, tool or none", "tool_choice");
   }
+  const ToolChoice tool_choice = read_tool_choice(json{{"tool_choice", choice}}, std::move(tools));
+  co.tools = tool_choice.tools;
   GenRequest g;
   const int64_t max_tokens = get_int(body, "max_tokens", 1, INT32_MAX, -1);
   g.gen.max_tokens = static_cast<int>(max_tokens);
@@ -184,12 +180,14 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
   }
   finish_request(ctx, body, g);
   const bool thinking = co.thinking;
-  auto run = std::make_shared<Run>(ctx, std::move(g), RunOptions{true, thinking});
+  RunOptions ro{true, thinking};
+  force_tool_call(ctx, tool_choice, thinking, g, ro);
+  auto run = std::make_shared<Run>(ctx, std::move(g), ro);
   const std::string id = random_id("msg_");
   const std::string model = body.contains("model") && body["model"].is_string() ? body["model"].get<std::string>()
                                                                                  : ctx.model_id;
   if (!stream) {
-    run->wait_all();
+    wait_for_reply(req, *run);
     run->check_failure();
     const api::ParsedCompletion& m = run->message();
     ojson content = ojson::array();

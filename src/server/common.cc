@@ -1,7 +1,13 @@
+#include <dirent.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
-#include <sstream>
+#include <cstdlib>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "server/server_internal.h"
@@ -251,6 +257,7 @@ void finish_request(Ctx& ctx, const json& body, GenRequest& req) {
 static api::OutputParserOptions parser_opts(const RunOptions& o) {
   api::OutputParserOptions p;
   p.thinking = o.thinking;
+  p.tool_call_forced = o.tool_call_forced;
   const std::string base = random_id("call_", 24);
   p.make_tool_call_id = [base](size_t n) { return n == 0 ? base : base + "_" + std::to_string(n); };
   return p;
@@ -260,6 +267,7 @@ Run::Run(Ctx& ctx, GenRequest req, RunOptions opts)
     : ctx_(ctx), opts_(opts), parser_(parser_opts(opts)) {
   prompt_tokens_ = static_cast<int64_t>(req.prompt.size());
   stops_ = req.gen.stop;
+  req.gen.on_stop_string = [index = stop_index_](size_t i) { index->store(static_cast<int>(i)); };
   want_lp_ = req.logprobs >= 0;
   try {
     h_ = ctx.sched->submit(std::move(req));
@@ -365,11 +373,6 @@ bool Run::poll(std::vector<RunEvent>& out, std::chrono::milliseconds wait) {
   return false;
 }
 
-void Run::wait_all() {
-  std::vector<RunEvent> ignore;
-  while (!poll(ignore, std::chrono::milliseconds(200))) ignore.clear();
-}
-
 std::vector<LogprobEntry> Run::take_logprobs() {
   std::vector<LogprobEntry> r;
   r.swap(logprobs_);
@@ -385,19 +388,90 @@ void Run::check_failure() const {
   if (!done_.error.empty()) throw ApiError(500, done_.error, "", "server_error");
 }
 
+bool Run::cut_off() const {
+  return done_.stop == StopReason::kMaxTokens || done_.stop == StopReason::kContextFull;
+}
+
+bool Run::ended_with_tool_calls() const {
+  return has_tool_calls() && !(cut_off() && parser_.message().tool_calls_incomplete);
+}
+
 std::string Run::finish_reason() const {
-  if (has_tool_calls()) return "tool_calls";
-  switch (done_.stop) {
-    case StopReason::kMaxTokens:
-    case StopReason::kContextFull: return "length";
-    default: return "stop";
-  }
+  if (ended_with_tool_calls()) return "tool_calls";
+  return cut_off() ? "length" : "stop";
 }
 
 std::string Run::stop_sequence() const {
   if (done_.stop != StopReason::kStopString) return "";
-  // The generator removed the stop string; find which one (the first that could have matched).
-  return stops_.empty() ? "" : stops_.front();
+  const int i = stop_index_->load();
+  return i >= 0 && static_cast<size_t>(i) < stops_.size() ? stops_[static_cast<size_t>(i)] : "";
+}
+
+// ---- Client liveness --------------------------------------------------------------------------
+
+// The socket of the request's connection. httplib 0.11 gives handlers no access to it, and what
+// it offers instead cannot see a client that went away without a write: DataSink::is_writable()
+// only polls for POLLOUT, which a socket whose peer has closed still reports. (A chunked content
+// provider would also commit the 200 status and headers before the reply is known, losing the
+// 504/500 answers, and change the framing.) So the socket is found among the process's
+// descriptors by its address pair, which is unique while the handler runs (httplib closes it only
+// after the handler returns). -1 if not found (no /proc): the request is then not watched.
+static int find_client_socket(const httplib::Request& req) {
+  auto endpoint = [](const sockaddr_storage& ss, socklen_t len, std::string& host, int& port) {
+    char h[NI_MAXHOST], p[NI_MAXSERV];
+    if (getnameinfo(reinterpret_cast<const sockaddr*>(&ss), len, h, sizeof h, p, sizeof p,
+                    NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+      return false;
+    host = h;
+    port = std::atoi(p);
+    return true;
+  };
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return -1;
+  int found = -1;
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const int fd = std::atoi(e->d_name);
+    sockaddr_storage local{}, peer{};
+    socklen_t ll = sizeof local, pl = sizeof peer;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &ll) != 0 ||
+        getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) != 0)
+      continue;
+    std::string lh, ph;
+    int lp = -1, pp = -1;
+    if (endpoint(local, ll, lh, lp) && endpoint(peer, pl, ph, pp) && lp == req.local_port &&
+        pp == req.remote_port && lh == req.local_addr && ph == req.remote_addr) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(dir);
+  return found;
+}
+
+// True once the peer has closed or reset the connection. A client that sent its request has
+// nothing more to send, so a pending end of stream means it is gone (this is also how later
+// httplib versions define a live socket); unread bytes (a pipelined request) mean it is still
+// there.
+static bool client_gone(int fd) {
+  char c;
+  const ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  if (n < 0) return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+  return false;
+}
+
+void wait_for_reply(const httplib::Request& req, Run& run) {
+  std::vector<RunEvent> ignore;
+  int fd = -2;  // looked up once the reply is not there at the first poll
+  while (!run.poll(ignore, std::chrono::milliseconds(100))) {
+    ignore.clear();
+    if (fd == -2) fd = find_client_socket(req);
+    if (fd >= 0 && client_gone(fd)) {
+      run.cancel();
+      throw ApiError(499, "the client closed the connection before the reply was ready");
+    }
+  }
 }
 
 // ---- SSE --------------------------------------------------------------------------------------

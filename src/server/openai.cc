@@ -193,31 +193,105 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
 }
 
 // tool_choice: "none" drops the tools from the prompt, a named function keeps only that tool;
-// "auto" and "required" render all tools (no grammar constraint is applied).
-ojson apply_tool_choice(const json& body, ojson tools) {
+// "required" (Anthropic "any") and a named function also require the reply to be a tool call.
+ToolChoice read_tool_choice(const json& body, ojson tools) {
+  ToolChoice c;
+  if (tools.is_array() && tools.empty()) tools = nullptr;
+  c.tools = std::move(tools);
   const json* tc = field(body, "tool_choice");
-  if (!tc) return tools;
+  if (!tc) return c;
+  std::string mode, name;
   if (tc->is_string()) {
-    const std::string s = tc->get<std::string>();
-    if (s == "none") return nullptr;
-    if (s == "auto" || s == "required" || s == "any") return tools;
-    throw ApiError(400, "'tool_choice' must be \"none\", \"auto\", \"required\" or a named function",
-                   "tool_choice");
+    mode = tc->get<std::string>();
+    if (mode != "none" && mode != "auto" && mode != "required" && mode != "any")
+      throw ApiError(400,
+                     "'tool_choice' must be \"none\", \"auto\", \"required\" or name a function",
+                     "tool_choice");
+  } else if (tc->is_object()) {
+    const json* type = field(*tc, "type");
+    if (type && !type->is_string())
+      throw ApiError(400, "'tool_choice.type' must be a string", "tool_choice");
+    mode = type ? type->get<std::string>() : "function";
+    if (mode == "function" || mode == "tool") {
+      const json* n = nullptr;
+      if (const json* f = field(*tc, "function")) {
+        if (!f->is_object())
+          throw ApiError(400, "'tool_choice.function' must be an object", "tool_choice");
+        n = field(*f, "name");
+      } else {
+        n = field(*tc, "name");
+      }
+      if (!n || !n->is_string() || n->get<std::string>().empty())
+        throw ApiError(400, "'tool_choice' must name the function to call", "tool_choice");
+      name = n->get<std::string>();
+      mode = "named";
+    } else if (mode != "none" && mode != "auto" && mode != "required" && mode != "any") {
+      throw ApiError(400,
+                     "'tool_choice.type' must be \"none\", \"auto\", \"required\" (\"any\") or "
+                     "\"function\" (\"tool\")",
+                     "tool_choice");
+    }
+  } else {
+    throw ApiError(400, "'tool_choice' must be a string or an object", "tool_choice");
   }
-  if (!tc->is_object()) throw ApiError(400, "'tool_choice' must be a string or an object", "tool_choice");
-  std::string name;
-  if (const json* f = field(*tc, "function"); f && f->is_object()) name = f->value("name", "");
-  else name = tc->value("name", "");
-  const std::string type = tc->value("type", "function");
-  if (type == "none") return nullptr;
-  if (type == "auto" || type == "any") return tools;
-  if (name.empty()) throw ApiError(400, "'tool_choice' names no function", "tool_choice");
-  if (tools.is_null()) throw ApiError(400, "'tool_choice' names a function but no tools were given", "tool_choice");
-  ojson kept = ojson::array();
-  for (auto& t : tools)
-    if (t["function"].value("name", "") == name) kept.push_back(t);
-  if (kept.empty()) throw ApiError(400, "'tool_choice' names an unknown function \"" + name + "\"", "tool_choice");
-  return kept;
+  if (mode == "none") {
+    c.tools = nullptr;
+    return c;
+  }
+  if (mode == "auto") return c;
+  if (c.tools.is_null())
+    throw ApiError(400, "'tool_choice' requires a tool call, but no tools were given",
+                   "tool_choice");
+  c.required = true;
+  if (mode == "named") {
+    ojson kept = ojson::array();
+    for (auto& t : c.tools)
+      if (t["function"].value("name", "") == name) kept.push_back(t);
+    if (kept.empty())
+      throw ApiError(400,
+                     "'tool_choice' names the function \"" + name + "\", which is not in 'tools'",
+                     "tool_choice");
+    if (name.find_first_of("\"\n") != std::string::npos)
+      throw ApiError(400,
+                     "'tool_choice': the function name \"" + name +
+                         "\" cannot be written in a DSML tool call (it holds a quote or a newline)",
+                     "tool_choice");
+    c.tools = std::move(kept);
+    c.name = name;
+  }
+  return c;
+}
+
+// Enforcing a required tool call without a grammar engine: the reply is made to start with the
+// opening of a DSML tool_calls block — through `name="X">\n` for a named function, through
+// `name="` for "required" (the model picks the tool) — and the model writes the rest. The opener
+// is forced by the generator (GenerationParams::forced) rather than appended to the prompt:
+//  * in thinking mode the call can only start once the model has closed its reasoning, which
+//    happens during generation (force_after = </think>); one mechanism covers both modes;
+//  * the forced tokens are output tokens, so they reach the output parser through the ordinary
+//    token stream and streaming and non-streaming replies parse them the same way;
+//  * they cost no decode steps of their own (fed with the prompt's last chunk, or together with
+//    the </think> that triggered them).
+// A weak model may still not finish the call; the parser then salvages what it named and never
+// returns the block as content (OutputParserOptions::tool_call_forced).
+void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
+                     RunOptions& ro) {
+  if (!tc.required) return;
+  const std::string d(api::kDsml);
+  std::string opener = "\n\n<" + d + "tool_calls>\n<" + d + "invoke name=\"";
+  if (!tc.name.empty()) opener += tc.name + "\">\n";
+  try {
+    g.gen.forced = ctx.tok->encode(opener);
+  } catch (const Error& e) {
+    throw ApiError(400, std::string("'tool_choice': ") + e.what(), "tool_choice");
+  }
+  g.gen.force_after = -1;
+  if (thinking) {
+    g.gen.force_after = ctx.tok->token_id(api::kThinkEnd);
+    if (g.gen.force_after < 0)
+      throw ApiError(500, "the tokenizer has no </think> token to enforce tool_choice after");
+  }
+  ro.tool_call_forced = true;
 }
 
 static void reject_n(const json& body) {
@@ -274,12 +348,10 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   ojson messages = convert_openai_messages(*msgs);
   api::ChatOptions co;
   read_thinking(ctx, body, co);
-  if (const json* t = field(body, "tools")) {
-    ojson tools = convert_openai_tools(*t, "tools");
-    if (!tools.empty()) co.tools = apply_tool_choice(body, std::move(tools));
-  } else if (field(body, "tool_choice")) {
-    apply_tool_choice(body, nullptr);
-  }
+  ojson tools;
+  if (const json* t = field(body, "tools")) tools = convert_openai_tools(*t, "tools");
+  const ToolChoice tool_choice = read_tool_choice(body, std::move(tools));
+  co.tools = tool_choice.tools;
   if (const json* rf = field(body, "response_format")) {
     if (!rf->is_object()) throw ApiError(400, "'response_format' must be an object", "response_format");
     const std::string type = rf->value("type", "text");
@@ -309,16 +381,18 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   }
   finish_request(ctx, body, g);
   const bool thinking = co.thinking;
+  RunOptions ro{true, thinking};
+  force_tool_call(ctx, tool_choice, thinking, g, ro);
   // Test hook: return the prompt ids (to check the rendering against the encoder goldens).
   ojson prompt_ids;
   if (ctx.opts.test_hooks && get_bool(body, "dsv4_return_prompt", false)) prompt_ids = g.prompt;
-  auto run = std::make_shared<Run>(ctx, std::move(g), RunOptions{true, thinking});
+  auto run = std::make_shared<Run>(ctx, std::move(g), ro);
 
   const std::string id = random_id("chatcmpl-");
   const int64_t created = unix_now();
   const std::string model = ctx.model_id;
   if (!stream) {
-    run->wait_all();
+    wait_for_reply(req, *run);
     run->check_failure();
     ojson r;
     r["id"] = id;
@@ -512,7 +586,7 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
     return c;
   };
   if (!stream) {
-    run->wait_all();
+    wait_for_reply(req, *run);
     run->check_failure();
     ojson r = base();
     ojson choice;

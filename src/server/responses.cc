@@ -109,11 +109,13 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
   api::ChatOptions co;
   read_thinking(ctx, body, co);
   ojson tools_echo = ojson::array();
+  ojson tools;
   if (const json* t = field(body, "tools")) {
-    ojson tools = convert_openai_tools(*t, "tools");
+    tools = convert_openai_tools(*t, "tools");
     tools_echo = *t;
-    if (!tools.empty()) co.tools = apply_tool_choice(body, std::move(tools));
   }
+  const ToolChoice tc = read_tool_choice(body, std::move(tools));
+  co.tools = tc.tools;
   GenRequest g;
   read_sampling(body, g.sampling);
   g.gen.max_tokens = static_cast<int>(get_int(body, "max_output_tokens", 1, INT32_MAX, -1));
@@ -126,9 +128,11 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
   }
   finish_request(ctx, body, g);
   const bool thinking = co.thinking;
+  RunOptions ro{true, thinking};
+  force_tool_call(ctx, tc, thinking, g, ro);
   const float temperature = g.sampling.temperature, top_p = g.sampling.top_p;
   const int64_t max_out = g.gen.max_tokens;
-  auto run = std::make_shared<Run>(ctx, std::move(g), RunOptions{true, thinking});
+  auto run = std::make_shared<Run>(ctx, std::move(g), ro);
   const std::string id = random_id("resp_");
   const int64_t created = unix_now();
   const std::string model = ctx.model_id;
@@ -160,8 +164,7 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
     return r;
   };
   auto finish_obj = [=](const Run& run, ojson output) {
-    const bool incomplete = !run.has_tool_calls() && (run.done().stop == StopReason::kMaxTokens ||
-                                                      run.done().stop == StopReason::kContextFull);
+    const bool incomplete = run.cut_off() && !run.ended_with_tool_calls();
     ojson r = response_obj(incomplete ? "incomplete" : "completed", std::move(output));
     if (incomplete) r["incomplete_details"] = {{"reason", "max_output_tokens"}};
     r["usage"] = {{"input_tokens", run.prompt_tokens()},
@@ -188,7 +191,7 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
   };
 
   if (!stream) {
-    run->wait_all();
+    wait_for_reply(req, *run);
     run->check_failure();
     const api::ParsedCompletion& m = run->message();
     ojson output = ojson::array();

@@ -100,6 +100,7 @@ struct LogprobEntry {
 struct RunOptions {
   bool parse = true;      // DSML / reasoning parsing (false: raw text completions)
   bool thinking = false;  // output starts with reasoning
+  bool tool_call_forced = false;  // the output was made to open a tool call (force_tool_call)
 };
 
 class Run {
@@ -109,8 +110,6 @@ class Run {
   ~Run();
   // Waits up to `wait` for progress, appends events; returns true once finished.
   bool poll(std::vector<RunEvent>& out, std::chrono::milliseconds wait);
-  // Runs to the end (non-streaming), collecting nothing (message() has everything).
-  void wait_all();
   void cancel();
   bool finished() const { return finished_; }
 
@@ -123,9 +122,14 @@ class Run {
   std::vector<LogprobEntry> take_logprobs();
   // "stop", "length", "tool_calls"; throws ApiError for failures (error, timeout).
   std::string finish_reason() const;
-  // The stop string that ended the generation, if any.
+  // The stop string that ended the generation (the one that matched), if any.
   std::string stop_sequence() const;
   bool has_tool_calls() const { return !parser_.message().tool_calls.empty(); }
+  // Stopped by the token limit or the context.
+  bool cut_off() const;
+  // The reply is tool calls: complete ones, or calls salvaged from a forced block that was not
+  // cut off by the limit (a call cut off by the limit reports "length" like OpenAI's).
+  bool ended_with_tool_calls() const;
   // Throws ApiError when the run ended with an error or timeout.
   void check_failure() const;
 
@@ -141,8 +145,15 @@ class Run {
   std::vector<LogprobEntry> logprobs_;
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0;
   std::vector<std::string> stops_;
+  // Index in stops_ of the stop string that ended the generation, set by the generator (on the
+  // scheduler's thread, before the final event is queued) through GenerationParams.
+  std::shared_ptr<std::atomic<int>> stop_index_ = std::make_shared<std::atomic<int>>(-1);
   bool want_lp_ = false;
 };
+
+// Waits for a non-streaming run to finish. Cancels it (freeing its sequence at the scheduler's
+// next step) and throws ApiError 499 when the client closes the connection meanwhile.
+void wait_for_reply(const httplib::Request& req, Run& run);
 
 // Removes the DSML marker from text shown to clients.
 std::string strip_dsml(std::string s);
@@ -177,7 +188,20 @@ ojson convert_openai_tools(const json& tools, const std::string& param);
 // Thinking mode and effort from reasoning_effort / reasoning.effort / thinking.type /
 // chat_template_kwargs.
 void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co);
-// tool_choice applied to converted tools (null: no tools in the prompt).
-ojson apply_tool_choice(const json& body, ojson tools);
+
+// What a request's tool_choice asks for.
+struct ToolChoice {
+  ojson tools;            // the tools to render into the prompt (null: none)
+  bool required = false;  // the reply must be a tool call ("required", Anthropic "any", named)
+  std::string name;       // ... to this function (a named choice; only it is rendered)
+};
+// Reads tool_choice against the converted `tools` (null or empty: none were given). Accepts the
+// OpenAI Chat shapes ("none" | "auto" | "required" | {"type": "function", "function": {"name"}}),
+// the Responses shape ({"type": "function", "name"}) and the Anthropic one ({"type": "auto" |
+// "any" | "tool" | "none", "name"}). Throws ApiError 400 naming tool_choice.
+ToolChoice read_tool_choice(const json& body, ojson tools);
+// Makes the reply start with a tool call when `tc.required` (see openai.cc for how and why).
+void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
+                     RunOptions& ro);
 
 }  // namespace dsv4::server

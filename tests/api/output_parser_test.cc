@@ -201,6 +201,106 @@ TEST(OutputParser, TextAfterToolCallsOrEosIsKeptAndFlagged) {
   EXPECT_TRUE(p.finished);
 }
 
+// A forced tool-call block (tool_choice required / named): parsed with tool_call_forced.
+ParsedCompletion parse_forced(const std::vector<std::string>& pieces, bool thinking = false) {
+  OutputParserOptions o;
+  o.thinking = thinking;
+  o.tool_call_forced = true;
+  OutputParser p(o);
+  std::string content;
+  size_t calls = 0;
+  auto take = [&](const std::vector<OutputEvent>& evs) {
+    for (const auto& e : evs) {
+      if (e.type == OutputEvent::Type::kContentDelta) content += e.text;
+      if (e.type == OutputEvent::Type::kToolCallStart) {
+        EXPECT_EQ(e.tool_index, calls++);
+      }
+    }
+  };
+  for (const auto& piece : pieces) take(p.push(piece));
+  take(p.finish());
+  EXPECT_EQ(content, p.message().content);
+  EXPECT_EQ(calls, p.message().tool_calls.size());
+  return p.message();
+}
+
+std::vector<std::string> bytes_of(const std::string& text) {
+  std::vector<std::string> out;
+  for (char c : text) out.emplace_back(1, c);
+  return out;
+}
+
+TEST(OutputParser, ForcedBlockCutAnywhereIsNeverContent) {
+  const std::string pre = "Plan.</think>";
+  const std::string opener = "\n\n<" + D + "tool_calls>\n<" + D + "invoke name=\"";
+  const std::string named = opener + "get_weather\">\n";
+  const std::string p1 = param("location", "Beijing", true), p2 = param("days", "3", false);
+  const std::string first = named + p1 + "\n" + p2 + "\n</" + D + "invoke>";
+  const std::string full = first + "\n" + invoke("now", {}) + "\n</" + D + "tool_calls>";
+  for (size_t cut = opener.size(); cut <= full.size(); ++cut) {
+    const std::string text = pre + full.substr(0, cut);
+    const ParsedCompletion whole = parse_forced({text}, true);
+    const ParsedCompletion streamed = parse_forced(bytes_of(text), true);
+    const std::string at = "cut at " + std::to_string(cut);
+    for (const ParsedCompletion* m : {&whole, &streamed}) {
+      EXPECT_EQ(m->reasoning_content, "Plan.") << at;
+      EXPECT_EQ(m->content, "") << at;
+      EXPECT_FALSE(m->finished) << at;
+      std::vector<std::pair<std::string, std::string>> want;
+      if (cut >= named.size() + p1.size() + 1 + p2.size())
+        want.emplace_back("get_weather", R"({"location": "Beijing", "days": 3})");
+      else if (cut >= named.size() + p1.size())
+        want.emplace_back("get_weather", R"({"location": "Beijing"})");
+      else if (cut >= named.size())
+        want.emplace_back("get_weather", "{}");
+      if (cut >= first.size() + 1 + ("<" + D + "invoke name=\"now\">\n").size())
+        want.emplace_back("now", "{}");
+      ASSERT_EQ(m->tool_calls.size(), want.size()) << at;
+      for (size_t i = 0; i < want.size(); ++i) {
+        EXPECT_EQ(m->tool_calls[i].name, want[i].first) << at;
+        EXPECT_EQ(m->tool_calls[i].arguments, want[i].second) << at;
+        EXPECT_FALSE(ojson::parse(m->tool_calls[i].arguments).is_discarded());
+      }
+      EXPECT_EQ(m->tool_calls_incomplete, cut < full.size()) << at;
+      EXPECT_FALSE(m->malformed) << at;
+    }
+  }
+  // Complete: exactly as without the option.
+  const ParsedCompletion done = parse_forced({full + EOS});
+  EXPECT_FALSE(done.tool_calls_incomplete);
+  EXPECT_TRUE(done.finished);
+  EXPECT_EQ(done.tool_calls.size(), 2u);
+  EXPECT_TRUE(done.error.empty()) << done.error;
+}
+
+TEST(OutputParser, ForcedBlockBrokenByGarbageKeepsTheNamedCallAndDropsTheRest) {
+  const std::string named = "\n\n<" + D + "tool_calls>\n<" + D + "invoke name=\"f\">\n";
+  for (const std::string& tail :
+       {std::string("some gibberish <" + D + "x> and more"), param("a", "1", false) + "\noops",
+        param("a", "not json", false)}) {
+    const std::string text = named + tail + EOS;
+    for (const auto& pieces : {std::vector<std::string>{text}, bytes_of(text)}) {
+      const ParsedCompletion m = parse_forced(pieces);
+      EXPECT_EQ(m.content, "") << tail;
+      ASSERT_EQ(m.tool_calls.size(), 1u) << tail;
+      EXPECT_EQ(m.tool_calls[0].name, "f");
+      EXPECT_EQ(m.tool_calls[0].arguments, tail.rfind("<" + D + "parameter", 0) == 0 &&
+                                                   tail.find("not json") == std::string::npos
+                                               ? R"({"a": 1})"
+                                               : "{}");
+      EXPECT_TRUE(m.tool_calls_incomplete);
+      EXPECT_TRUE(m.finished);
+      EXPECT_NE(m.error.find("malformed DSML"), std::string::npos) << m.error;
+    }
+  }
+  // A name that breaks the grammar names nothing.
+  const ParsedCompletion m =
+      parse_forced({"\n\n<" + D + "tool_calls>\n<" + D + "invoke name=\"x\ny\">\n" + EOS});
+  EXPECT_EQ(m.content, "");
+  EXPECT_TRUE(m.tool_calls.empty());
+  EXPECT_TRUE(m.tool_calls_incomplete);
+}
+
 TEST(OutputParser, RoundTripThroughChatEncoder) {
   ojson user = ojson::parse(R"([{"role": "user", "content": "q"}])");
   std::vector<std::pair<std::string, bool>> texts = {

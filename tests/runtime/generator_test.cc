@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -183,6 +184,164 @@ TEST(Generator, InterruptStopsDuringPrefillAndDecode) {
   r = generate(*model, pool, nullptr, seq2, prompt, s, gp, cb2);
   EXPECT_EQ(r.stop, StopReason::kInterrupted);
   EXPECT_EQ(r.tokens.size(), 3u);
+}
+
+TEST(StopMatcher, ReportsTheIndexOfTheStringThatMatched) {
+  // Empty stop strings are ignored but keep their place in the numbering.
+  StopMatcher m({"", "never", "b", "abc"});
+  EXPECT_EQ(m.matched_index(), -1);
+  EXPECT_EQ(m.push("xxa"), "xx");
+  EXPECT_EQ(m.push("bc"), "");
+  ASSERT_TRUE(m.stopped());
+  EXPECT_EQ(m.matched(), "abc");  // earliest start wins over the shorter "b" inside it
+  EXPECT_EQ(m.matched_index(), 3);
+}
+
+// A piece of `text` at a UTF-8 character boundary, about a third of the way in.
+std::string middle_piece(const std::string& text, size_t max_len) {
+  size_t a = text.size() / 3;
+  while (a < text.size() && (static_cast<unsigned char>(text[a]) & 0xC0) == 0x80) ++a;
+  size_t b = std::min(text.size(), a + max_len);
+  while (b < text.size() && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) ++b;
+  return text.substr(a, b - a);
+}
+
+TEST(Generator, StopIndexIsTheStopStringThatMatched) {
+  auto model = Model::load(synth_tiny().string());
+  auto tk = tok::Tokenizer::load(synth_tiny());
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = tk.encode("Once upon a time");
+  auto run = [&](std::vector<std::string> stops, int* reported) {
+    SequenceState seq = model->new_sequence();
+    Sampler s = greedy_sampler(*model);
+    GenerationParams gp;
+    gp.max_tokens = 24;
+    gp.ignore_eos = true;
+    gp.stop = std::move(stops);
+    if (reported) gp.on_stop_string = [reported](size_t i) { *reported = static_cast<int>(i); };
+    return generate(*model, pool, &tk, seq, prompt, s, gp);
+  };
+  const GenerationResult free_run = run({}, nullptr);
+  EXPECT_EQ(free_run.stop_index, -1);
+  const std::string piece = middle_piece(free_run.text, 3);
+  ASSERT_FALSE(piece.empty()) << free_run.text;
+  int reported = -1;
+  const GenerationResult r = run({"zzz-never", piece, "qqq-never"}, &reported);
+  EXPECT_EQ(r.stop, StopReason::kStopString);
+  EXPECT_EQ(r.stop_index, 1);
+  EXPECT_EQ(reported, 1);
+  EXPECT_EQ(r.text, free_run.text.substr(0, free_run.text.find(piece)));
+}
+
+// Runs the generator the way generate() does and counts the forward calls.
+struct StepRun {
+  std::vector<int32_t> tokens;
+  std::string text;
+  StopReason stop = StopReason::kNone;
+  int forwards = 0;
+  std::vector<std::vector<int32_t>> forced;  // Step::forced of each step that had some
+};
+StepRun step_run(const Model& model, ThreadPool& pool, const tok::Tokenizer& tk,
+                 const std::vector<int32_t>& prompt, const GenerationParams& gp) {
+  SequenceState seq = model.new_sequence();
+  Sampler s = greedy_sampler(model);
+  SequenceGenerator g(model, &tk, seq, s, gp);
+  g.set_prompt(prompt);
+  StepRun out;
+  ForwardResult fr;
+  const size_t V = static_cast<size_t>(model.config().vocab_size);
+  while (!g.done()) {
+    BatchItem item = g.next_item();
+    model.forward(std::span<const BatchItem>(&item, 1), pool, fr);
+    ++out.forwards;
+    const SequenceGenerator::Step st =
+        g.on_logits(item.no_logits ? nullptr : fr.logits.data() + fr.first_row.at(0) * V);
+    if (!st.forced.empty()) out.forced.push_back(st.forced);
+  }
+  out.tokens = g.generated();
+  out.text = g.text();
+  out.stop = g.stop_reason();
+  return out;
+}
+
+std::vector<int32_t> concat(std::vector<int32_t> a, const std::vector<int32_t>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+TEST(Generator, ForcedTokensAtTheStartRideWithThePrompt) {
+  auto model = Model::load(synth_tiny().string());
+  auto tk = tok::Tokenizer::load(synth_tiny());
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = tk.encode("Once upon a time");
+  const std::vector<int32_t> forced = tk.encode(" there was a forced opening");
+  ASSERT_GE(forced.size(), 4u);
+  GenerationParams gp;
+  gp.ignore_eos = true;
+  gp.forced = forced;
+  gp.max_tokens = static_cast<int>(forced.size()) + 5;
+  const StepRun a = step_run(*model, pool, tk, prompt, gp);
+  // The same as a prompt that ends with the forced tokens, in as many forward calls.
+  GenerationParams plain;
+  plain.ignore_eos = true;
+  plain.max_tokens = 5;
+  const StepRun b = step_run(*model, pool, tk, concat(prompt, forced), plain);
+  EXPECT_EQ(a.tokens, concat(forced, b.tokens));
+  EXPECT_EQ(a.text, tk.decode(forced) + b.text);
+  EXPECT_EQ(a.stop, StopReason::kMaxTokens);
+  EXPECT_EQ(a.forwards, b.forwards);
+  ASSERT_EQ(a.forced.size(), 1u);
+  EXPECT_EQ(a.forced[0], forced);
+
+  // Cut short by max_tokens, by the context, and ended by a stop string inside them.
+  gp.max_tokens = 2;
+  StepRun c = step_run(*model, pool, tk, prompt, gp);
+  EXPECT_EQ(c.tokens, std::vector<int32_t>(forced.begin(), forced.begin() + 2));
+  EXPECT_EQ(c.stop, StopReason::kMaxTokens);
+  EXPECT_EQ(c.text, tk.decode(c.tokens));
+  gp.max_tokens = -1;
+  gp.n_ctx = static_cast<int64_t>(prompt.size()) + 3;
+  c = step_run(*model, pool, tk, prompt, gp);
+  EXPECT_EQ(c.tokens, std::vector<int32_t>(forced.begin(), forced.begin() + 3));
+  EXPECT_EQ(c.stop, StopReason::kContextFull);
+  gp.n_ctx = 0;
+  gp.stop = {"forced"};
+  c = step_run(*model, pool, tk, prompt, gp);
+  EXPECT_EQ(c.stop, StopReason::kStopString);
+  EXPECT_EQ(c.text, " there was a ");
+}
+
+TEST(Generator, ForcedTokensFollowTheTriggerTokenInTheSameStep) {
+  auto model = Model::load(synth_tiny().string());
+  auto tk = tok::Tokenizer::load(synth_tiny());
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = tk.encode("Once upon a time");
+  GenerationParams plain;
+  plain.ignore_eos = true;
+  plain.max_tokens = 12;
+  const StepRun free_run = step_run(*model, pool, tk, prompt, plain);
+  // The trigger: the first generated token (after the first) not generated before it.
+  size_t j = 1;
+  while (j < free_run.tokens.size() &&
+         std::find(free_run.tokens.begin(), free_run.tokens.begin() + j, free_run.tokens[j]) !=
+             free_run.tokens.begin() + j)
+    ++j;
+  ASSERT_LT(j, free_run.tokens.size());
+  const std::vector<int32_t> head(free_run.tokens.begin(), free_run.tokens.begin() + j + 1);
+  const std::vector<int32_t> forced = tk.encode(" and then, forced,");
+  GenerationParams gp = plain;
+  gp.forced = forced;
+  gp.force_after = free_run.tokens[j];
+  gp.max_tokens = static_cast<int>(head.size() + forced.size()) + 4;
+  const StepRun a = step_run(*model, pool, tk, prompt, gp);
+  GenerationParams rest = plain;
+  rest.max_tokens = 4;
+  const StepRun b = step_run(*model, pool, tk, concat(concat(prompt, head), forced), rest);
+  EXPECT_EQ(a.tokens, concat(concat(head, forced), b.tokens));
+  // One forward call per sampled token: the forced ones went in with the trigger.
+  EXPECT_EQ(a.forwards, static_cast<int>(head.size()) + 4);
+  ASSERT_EQ(a.forced.size(), 1u);  // placed once, even if the trigger comes again
+  EXPECT_EQ(a.forced[0], forced);
 }
 
 // Logits of the first reply token of a later turn, computed by the session (state reused) and

@@ -1,8 +1,11 @@
 // End-to-end tests of `dsv4 serve`: a real server process on 127.0.0.1 (free port) over a synth
 // tiny checkpoint with the real V4 tokenizer, spoken to with cpp-httplib's client.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -833,6 +836,334 @@ TEST_F(ServerTest, DisconnectFreesTheSlot) {
   }
   EXPECT_EQ(active, 0);
   EXPECT_GE(metric(port(), "dsv4_requests_cancelled_total"), 3);
+  EXPECT_EQ(metric(port(), "dsv4_kv_cache_bytes"), 0);
+}
+
+// A piece of `text` at UTF-8 character boundaries, about a third of the way in.
+std::string middle_piece(const std::string& text, size_t max_len) {
+  size_t a = text.size() / 3;
+  while (a < text.size() && (static_cast<unsigned char>(text[a]) & 0xC0) == 0x80) ++a;
+  size_t b = std::min(text.size(), a + max_len);
+  while (b < text.size() && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) ++b;
+  return text.substr(a, b - a);
+}
+
+TEST_F(ServerTest, AnthropicStopSequenceIsTheOneThatMatched) {
+  json p;
+  p["max_tokens"] = 16;
+  p["temperature"] = 0;
+  p["messages"] = json::array({{{"role", "user"}, {"content", "Hello there"}}});
+  Reply free_run = post(port(), "/v1/messages", p);
+  ASSERT_EQ(free_run.status, 200) << free_run.body;
+  const std::string text = free_run.j()["content"][0]["text"];
+  const std::string stop = middle_piece(text, 3);
+  ASSERT_FALSE(stop.empty()) << text;
+  p["stop_sequences"] = {"zzz-never", stop};
+  Reply r = post(port(), "/v1/messages", p);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["stop_reason"], "stop_sequence");
+  EXPECT_EQ(r.j()["stop_sequence"], stop);
+  EXPECT_EQ(r.j()["content"][0]["text"], text.substr(0, text.find(stop)));
+  p["stream"] = true;
+  Reply s = post_stream(port(), "/v1/messages", p);
+  int deltas = 0;
+  for (const auto& e : parse_sse(s.body)) {
+    if (e.event != "message_delta") continue;
+    ++deltas;
+    json d = json::parse(e.data);
+    EXPECT_EQ(d["delta"]["stop_reason"], "stop_sequence");
+    EXPECT_EQ(d["delta"]["stop_sequence"], stop);
+  }
+  EXPECT_EQ(deltas, 1);
+}
+
+// What the tiny model would have to write after the forced opener to finish the call.
+const char* kWeatherCallRest =
+    "<｜DSML｜parameter name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n"
+    "</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
+
+json named_choice(const std::string& name) {
+  return {{"type", "function"}, {"function", {{"name", name}}}};
+}
+
+TEST_F(ServerTest, ToolChoiceNamedAndRequiredForceAToolCall) {
+  // The forced opener plus the model's continuation (test hook) make a well-formed call.
+  json b = chat_body("Weather in Paris?", 60);
+  b["tools"] = weather_tools();
+  b["tool_choice"] = named_choice("get_weather");
+  b["dsv4_force_output"] = kWeatherCallRest;
+  Reply r = post(port(), "/v1/chat/completions", b);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  json ch = r.j()["choices"][0];
+  EXPECT_EQ(ch["finish_reason"], "tool_calls");
+  EXPECT_TRUE(ch["message"]["content"].is_null()) << r.body;
+  ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << r.body;
+  const json& call = ch["message"]["tool_calls"][0];
+  EXPECT_FALSE(call["id"].get<std::string>().empty());
+  EXPECT_EQ(call["function"]["name"], "get_weather");
+  EXPECT_EQ(call["function"]["arguments"], R"({"location": "Paris"})");
+
+  b["stream"] = true;
+  Reply s = post_stream(port(), "/v1/chat/completions", b);
+  EXPECT_EQ(s.body.find("DSML"), std::string::npos) << s.body;
+  ChatStream cs = collect_chat_stream(s.body);
+  EXPECT_TRUE(cs.done);
+  EXPECT_EQ(cs.content, "");
+  EXPECT_EQ(cs.finish, "tool_calls");
+  ASSERT_EQ(cs.tool_calls.size(), 1u);
+  EXPECT_FALSE(cs.tool_calls[0]["id"].get<std::string>().empty());
+  EXPECT_EQ(cs.tool_calls[0]["name"], "get_weather");
+  EXPECT_EQ(cs.tool_calls[0]["arguments"], R"({"location": "Paris"})");
+
+  // "required": the opener stops at name="; the model names the tool.
+  json q = chat_body("What time is it?", 60);
+  q["tools"] = weather_tools();
+  q["tool_choice"] = "required";
+  q["dsv4_force_output"] =
+      "get_time\">\n<｜DSML｜parameter name=\"tz\" string=\"true\">UTC</｜DSML｜parameter>\n"
+      "</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
+  r = post(port(), "/v1/chat/completions", q);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  ch = r.j()["choices"][0];
+  EXPECT_EQ(ch["finish_reason"], "tool_calls");
+  ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << r.body;
+  EXPECT_FALSE(ch["message"]["tool_calls"][0]["id"].get<std::string>().empty());
+  EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["name"], "get_time");
+  EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["arguments"], R"({"tz": "UTC"})");
+
+  // Thinking mode: the call is forced once the reasoning is closed.
+  json t = b;
+  t.erase("stream");
+  t["chat_template_kwargs"] = {{"thinking", true}};
+  t["dsv4_force_output"] = std::string("Paris it is.</think>") + kWeatherCallRest;
+  r = post(port(), "/v1/chat/completions", t);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  ch = r.j()["choices"][0];
+  EXPECT_EQ(ch["message"]["reasoning_content"], "Paris it is.");
+  EXPECT_EQ(ch["finish_reason"], "tool_calls");
+  ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << r.body;
+  EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["arguments"], R"({"location": "Paris"})");
+
+  // Anthropic "tool" / "any", Responses named function.
+  json a;
+  a["max_tokens"] = 60;
+  a["temperature"] = 0;
+  a["tools"] = json::parse(
+      R"([{"name":"get_weather","input_schema":{"type":"object","properties":{"location":{"type":"string"}}}},
+          {"name":"get_time","input_schema":{"type":"object"}}])");
+  a["messages"] = json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}});
+  a["tool_choice"] = {{"type", "tool"}, {"name", "get_weather"}};
+  a["dsv4_force_output"] = kWeatherCallRest;
+  r = post(port(), "/v1/messages", a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  EXPECT_EQ(r.j()["stop_reason"], "tool_use");
+  ASSERT_EQ(r.j()["content"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["content"][0]["type"], "tool_use");
+  EXPECT_EQ(r.j()["content"][0]["name"], "get_weather");
+  EXPECT_EQ(r.j()["content"][0]["input"], json::parse(R"({"location": "Paris"})"));
+  a["tool_choice"] = {{"type", "any"}};
+  a["dsv4_force_output"] =
+      "get_time\">\n\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
+  r = post(port(), "/v1/messages", a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["stop_reason"], "tool_use");
+  EXPECT_EQ(r.j()["content"][0]["name"], "get_time");
+  json rb = {
+      {"input", "Weather in Paris?"},
+      {"max_output_tokens", 60},
+      {"tools",
+       json::parse(R"([{"type":"function","name":"get_weather","parameters":{"type":"object"}}])")},
+      {"tool_choice", {{"type", "function"}, {"name", "get_weather"}}},
+      {"dsv4_force_output", kWeatherCallRest}};
+  r = post(port(), "/v1/responses", rb);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["status"], "completed");
+  ASSERT_EQ(r.j()["output"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["output"][0]["type"], "function_call");
+  EXPECT_EQ(r.j()["output"][0]["name"], "get_weather");
+  EXPECT_EQ(r.j()["output"][0]["arguments"], R"({"location": "Paris"})");
+}
+
+// Without the test hook the random-weight model writes gibberish after the forced opener and
+// never closes the call. Defined behaviour: the call it was made to name is still reported (with
+// the arguments completed before the gibberish: none), the block never reaches the content, and
+// finish_reason says "length" when the token limit ended the reply (a call cut off, as OpenAI
+// reports it), "tool_calls" otherwise.
+TEST_F(ServerTest, ToolChoiceWithGibberishNeverLeaksMarkup) {
+  const int n = 24;
+  json b = chat_body("Weather in Paris?", n);
+  b["tools"] = weather_tools();
+  b["tool_choice"] = named_choice("get_time");
+  Reply r = post(port(), "/v1/chat/completions", b);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  json ch = r.j()["choices"][0];
+  const bool cut = r.j()["usage"]["completion_tokens"] == n;
+  EXPECT_EQ(ch["finish_reason"], cut ? "length" : "tool_calls") << r.body;
+  EXPECT_TRUE(ch["message"]["content"].is_null()) << r.body;
+  ASSERT_EQ(ch["message"]["tool_calls"].size(), 1u) << r.body;
+  EXPECT_FALSE(ch["message"]["tool_calls"][0]["id"].get<std::string>().empty());
+  EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["name"], "get_time");
+  EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["arguments"], "{}");
+
+  b["stream"] = true;
+  Reply s = post_stream(port(), "/v1/chat/completions", b);
+  EXPECT_EQ(s.body.find("DSML"), std::string::npos) << s.body;
+  ChatStream cs = collect_chat_stream(s.body);
+  EXPECT_EQ(cs.content, "");
+  EXPECT_EQ(cs.finish, ch["finish_reason"]);
+  ASSERT_EQ(cs.tool_calls.size(), 1u);
+  EXPECT_EQ(cs.tool_calls[0]["name"], "get_time");
+  EXPECT_FALSE(cs.tool_calls[0]["id"].get<std::string>().empty());
+
+  // "required": the gibberish is the tool's name and rarely parses; whatever it becomes, no
+  // markup and no content come out, and any call reported has a name and an id.
+  json q = chat_body("What time is it?", n);
+  q["tools"] = weather_tools();
+  q["tool_choice"] = "required";
+  for (bool stream : {false, true}) {
+    q["stream"] = stream;
+    Reply x = stream ? post_stream(port(), "/v1/chat/completions", q)
+                     : post(port(), "/v1/chat/completions", q);
+    ASSERT_EQ(x.status, 200) << x.body;
+    EXPECT_EQ(x.body.find("DSML"), std::string::npos) << x.body;
+    json calls = json::array();
+    if (stream) {
+      ChatStream xs = collect_chat_stream(x.body);
+      EXPECT_EQ(xs.content, "");
+      for (const auto& c : xs.tool_calls) calls.push_back({{"id", c["id"]}, {"name", c["name"]}});
+    } else {
+      const json m = x.j()["choices"][0]["message"];
+      EXPECT_TRUE(m["content"].is_null() || m["content"] == "") << x.body;
+      if (m.contains("tool_calls"))
+        for (const auto& c : m["tool_calls"])
+          calls.push_back({{"id", c["id"]}, {"name", c["function"]["name"]}});
+    }
+    for (const auto& c : calls) {
+      EXPECT_FALSE(c["id"].get<std::string>().empty());
+      EXPECT_FALSE(c["name"].get<std::string>().empty());
+    }
+  }
+}
+
+TEST_F(ServerTest, ToolChoiceErrors) {
+  const std::string p = "/v1/chat/completions";
+  json b = chat_body("hi", 4);
+  b["tools"] = weather_tools();
+  b["tool_choice"] = named_choice("get_stock_price");
+  Reply r = post(port(), p, b);
+  expect_openai_error(r, 400, "get_stock_price");
+  EXPECT_EQ(r.j()["error"]["param"], "tool_choice");
+  b["tool_choice"] = "sometimes";
+  expect_openai_error(post(port(), p, b), 400, "tool_choice");
+  b["tool_choice"] = {{"type", "function"}};
+  expect_openai_error(post(port(), p, b), 400, "tool_choice");
+  b["tool_choice"] = 7;
+  expect_openai_error(post(port(), p, b), 400, "tool_choice");
+  b.erase("tools");
+  b["tool_choice"] = "required";
+  r = post(port(), p, b);
+  expect_openai_error(r, 400, "no tools");
+  EXPECT_EQ(r.j()["error"]["param"], "tool_choice");
+  b["tools"] = json::array();
+  expect_openai_error(post(port(), p, b), 400, "no tools");
+  b["tool_choice"] = "auto";  // without tools: fine, as before
+  EXPECT_EQ(post(port(), p, b).status, 200);
+
+  json a;
+  a["max_tokens"] = 4;
+  a["messages"] = json::array({{{"role", "user"}, {"content", "hi"}}});
+  a["tools"] = json::parse(R"([{"name":"get_weather","input_schema":{"type":"object"}}])");
+  a["tool_choice"] = {{"type", "tool"}, {"name", "nope"}};
+  r = post(port(), "/v1/messages", a);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(r.j()["type"], "error");
+  EXPECT_NE(r.j()["error"]["message"].get<std::string>().find("nope"), std::string::npos);
+  a["tool_choice"] = {{"type", "sometimes"}};
+  EXPECT_EQ(post(port(), "/v1/messages", a).status, 400);
+  a.erase("tools");
+  a["tool_choice"] = {{"type", "any"}};
+  EXPECT_EQ(post(port(), "/v1/messages", a).status, 400);
+  json rb = {{"input", "hi"},
+             {"tools", json::parse(R"([{"type":"function","name":"f","parameters":{}}])")},
+             {"tool_choice", {{"type", "function"}, {"name", "g"}}}};
+  expect_openai_error(post(port(), "/v1/responses", rb), 400, "\"g\"");
+}
+
+// Sends a request on a raw socket and hangs up without reading the reply.
+int raw_request(int port, const std::string& path, const json& body) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return -1;
+  }
+  const std::string b = body.dump();
+  const std::string msg =
+      "POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + kKey +
+      "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(b.size()) +
+      "\r\n\r\n" + b;
+  if (send(fd, msg.data(), msg.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(msg.size())) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST_F(ServerTest, NonStreamingDisconnectFreesTheSlot) {
+  // The reply body and headers are what they were (one JSON document, not chunked).
+  Reply ok = post(port(), "/v1/chat/completions", chat_body("hi", 3));
+  ASSERT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.headers.find("Content-Type")->second, "application/json");
+  EXPECT_EQ(ok.headers.count("Transfer-Encoding"), 0u);
+  EXPECT_EQ(std::stoul(ok.headers.find("Content-Length")->second), ok.body.size());
+  EXPECT_NO_THROW(json::parse(ok.body));
+
+  json anthropic = {
+      {"max_tokens", kCtx},
+      {"temperature", 0},
+      {"messages", json::array({{{"role", "user"}, {"content", "Tell me a story"}}})}};
+  const std::vector<std::pair<std::string, json>> requests = {
+      {"/v1/chat/completions", chat_body("Tell me a long story", kCtx)},
+      {"/v1/messages", anthropic},
+      {"/v1/completions", json{{"prompt", "Once upon a time"}, {"max_tokens", kCtx}}},
+      {"/v1/responses", json{{"input", "Tell me a story"}, {"max_output_tokens", kCtx}}}};
+  for (const auto& [path, body] : requests) {
+    const double cancelled = metric(port(), "dsv4_requests_cancelled_total");
+    const double predicted = metric(port(), "dsv4_tokens_predicted_total");
+    const int fd = raw_request(port(), path, body);
+    ASSERT_GE(fd, 0) << path;
+    // Hang up once it is generating.
+    for (int i = 0; i < 200 && metric(port(), "dsv4_tokens_predicted_total") < predicted + 5; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    close(fd);
+    const auto t0 = std::chrono::steady_clock::now();
+    double active = -1, inflight = -1;
+    for (int i = 0; i < 300; ++i) {
+      active = metric(port(), "dsv4_requests_processing");
+      inflight = metric(port(), "dsv4_http_inflight");
+      if (active == 0 && inflight == 0 &&
+          metric(port(), "dsv4_requests_cancelled_total") > cancelled)
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const double waited =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(active, 0) << path;
+    EXPECT_EQ(inflight, 0) << path;
+    EXPECT_EQ(metric(port(), "dsv4_requests_cancelled_total"), cancelled + 1) << path;
+    EXPECT_LT(metric(port(), "dsv4_tokens_predicted_total") - predicted, kCtx / 2)
+        << path << ": the sequence ran on after the client left";
+    std::printf("[%s] slot freed %.2f s after the client hung up\n", path.c_str(), waited);
+  }
   EXPECT_EQ(metric(port(), "dsv4_kv_cache_bytes"), 0);
 }
 
