@@ -145,14 +145,94 @@ void DotRowsSeqImpl(const float* Q, size_t ldq, size_t nq, const float* E, size_
   }
 }
 
+// J entries × V vectors of queries; Qt rows are ldq floats apart (a multiple of the lane count,
+// aligned), the J × V·N sums go to out (rows ldo apart).
+template <size_t J, size_t V>
+HWY_NOINLINE void DotSeqTBlock(const float* Qt, size_t ldq, const float* E, size_t lde, size_t dim,
+                               float* out, size_t ldo) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  hn::Vec<decltype(d)> acc[J][V];
+  for (size_t j = 0; j < J; ++j)
+    for (size_t v = 0; v < V; ++v) acc[j][v] = hn::Zero(d);
+  for (size_t c = 0; c < dim; ++c) {
+    hn::Vec<decltype(d)> q[V];
+    for (size_t v = 0; v < V; ++v) q[v] = hn::Load(d, Qt + c * ldq + v * N);
+    for (size_t j = 0; j < J; ++j) {
+      const auto e = hn::Set(d, E[j * lde + c]);
+      for (size_t v = 0; v < V; ++v) acc[j][v] = hn::Add(acc[j][v], hn::Mul(q[v], e));
+    }
+  }
+  for (size_t j = 0; j < J; ++j)
+    for (size_t v = 0; v < V; ++v) hn::StoreU(acc[j][v], d, out + j * ldo + v * N);
+}
+
+template <size_t J, size_t V = 4>
+HWY_INLINE void DotSeqTDispatch(size_t nv, const float* Qt, size_t ldq, const float* E, size_t lde,
+                                size_t dim, float* out, size_t ldo) {
+  if (nv == V) return DotSeqTBlock<J, V>(Qt, ldq, E, lde, dim, out, ldo);
+  if constexpr (V > 1) DotSeqTDispatch<J, V - 1>(nv, Qt, ldq, E, lde, dim, out, ldo);
+}
+
+template <size_t J>
+HWY_INLINE void DotSeqTRows(size_t nj, size_t nv, const float* Qt, size_t ldq, const float* E,
+                            size_t lde, size_t dim, float* out, size_t ldo) {
+  if (nj == J) return DotSeqTDispatch<J>(nv, Qt, ldq, E, lde, dim, out, ldo);
+  if constexpr (J > 1) DotSeqTRows<J - 1>(nj, nv, Qt, ldq, E, lde, dim, out, ldo);
+}
+
+void DotRowsSeqTImpl(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+                     size_t dim, float* S, size_t lds) {
+  const hn::ScalableTag<float> d;
+  const size_t N = hn::Lanes(d);
+  if (n == 0 || nq == 0) return;
+  const size_t nqp = (nq + N - 1) / N * N;
+  // Qt with rows padded to whole vectors (zero lanes past nq), aligned; and a row buffer for
+  // outputs when the padded lanes must not reach S.
+  constexpr size_t kJ = 4;
+  static thread_local hwy::AlignedFreeUniquePtr<float[]> qbuf, obuf;
+  static thread_local size_t qcap = 0, ocap = 0;
+  if (qcap < dim * nqp) {
+    qbuf = hwy::AllocateAligned<float>(dim * nqp);
+    qcap = dim * nqp;
+  }
+  if (ocap < kJ * nqp) {
+    obuf = hwy::AllocateAligned<float>(kJ * nqp);
+    ocap = kJ * nqp;
+  }
+  float* q = qbuf.get();
+  for (size_t c = 0; c < dim; ++c) {
+    std::copy(Qt + c * ldqt, Qt + c * ldqt + nq, q + c * nqp);
+    std::fill(q + c * nqp + nq, q + (c + 1) * nqp, 0.0f);
+  }
+  const bool direct = nqp == nq;
+  for (size_t j0 = 0; j0 < n; j0 += kJ) {
+    const size_t nj = std::min(kJ, n - j0);
+    float* out = direct ? S + j0 * lds : obuf.get();
+    const size_t ldo = direct ? lds : nqp;
+    for (size_t v0 = 0; v0 < nqp / N; v0 += 4) {
+      const size_t nv = std::min<size_t>(4, nqp / N - v0);
+      const float* qv = q + v0 * N;
+      const float* e = E + j0 * lde;
+      float* o = out + v0 * N;
+      DotSeqTRows<kJ>(nj, nv, qv, nqp, e, lde, dim, o, ldo);
+    }
+    if (!direct)
+      for (size_t j = 0; j < nj; ++j)
+        std::copy(out + j * nqp, out + j * nqp + nq, S + (j0 + j) * lds);
+  }
+}
+
+// resume: the sums continue from the values in O (an earlier block of entries) instead of 0.
 template <size_t H, size_t V>
 HWY_INLINE void WeightedBlock(const float* P, size_t ldp, const float* E, size_t lde, size_t n,
-                              size_t c0, float* O, size_t ldo) {
+                              size_t c0, float* O, size_t ldo, bool resume) {
   const hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
   hn::Vec<decltype(d)> acc[H][V];
   for (size_t h = 0; h < H; ++h)
-    for (size_t v = 0; v < V; ++v) acc[h][v] = hn::Zero(d);
+    for (size_t v = 0; v < V; ++v)
+      acc[h][v] = resume ? hn::LoadU(d, O + h * ldo + c0 + v * N) : hn::Zero(d);
   for (size_t j = 0; j < n; ++j) {
     hn::Vec<decltype(d)> e[V];
     for (size_t v = 0; v < V; ++v) e[v] = hn::LoadU(d, E + j * lde + c0 + v * N);
@@ -167,15 +247,15 @@ HWY_INLINE void WeightedBlock(const float* P, size_t ldp, const float* E, size_t
 
 template <size_t H>
 HWY_INLINE void WeightedHeads(const float* P, size_t ldp, const float* E, size_t lde, size_t n,
-                              size_t dim, float* O, size_t ldo) {
+                              size_t dim, float* O, size_t ldo, bool resume) {
   const hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
   size_t c = 0;
-  for (; c + 4 * N <= dim; c += 4 * N) WeightedBlock<H, 4>(P, ldp, E, lde, n, c, O, ldo);
-  for (; c + N <= dim; c += N) WeightedBlock<H, 1>(P, ldp, E, lde, n, c, O, ldo);
+  for (; c + 4 * N <= dim; c += 4 * N) WeightedBlock<H, 4>(P, ldp, E, lde, n, c, O, ldo, resume);
+  for (; c + N <= dim; c += N) WeightedBlock<H, 1>(P, ldp, E, lde, n, c, O, ldo, resume);
   for (; c < dim; ++c) {
     for (size_t h = 0; h < H; ++h) {
-      float s = 0.0f;
+      float s = resume ? O[h * ldo + c] : 0.0f;
       for (size_t j = 0; j < n; ++j) s += P[h * ldp + j] * E[j * lde + c];
       O[h * ldo + c] = s;
     }
@@ -184,9 +264,23 @@ HWY_INLINE void WeightedHeads(const float* P, size_t ldp, const float* E, size_t
 
 void WeightedRowsSumImpl(const float* P, size_t ldp, size_t nh, const float* E, size_t lde,
                          size_t n, size_t dim, float* O, size_t ldo) {
-  size_t h = 0;
-  for (; h + 4 <= nh; h += 4) WeightedHeads<4>(P + h * ldp, ldp, E, lde, n, dim, O + h * ldo, ldo);
-  for (; h < nh; ++h) WeightedHeads<1>(P + h * ldp, ldp, E, lde, n, dim, O + h * ldo, ldo);
+  // Entries in blocks that stay in L2 while every group of heads walks them (each group re-reads
+  // the block); the partial sums wait in O between blocks, so every sum still runs over j in
+  // order. Without blocks, a long context streamed all entries from memory once per head group.
+  const size_t jb = std::max<size_t>(1, (256 * 1024) / (std::max<size_t>(dim, 1) * sizeof(float)));
+  if (n == 0) {
+    for (size_t h = 0; h < nh; ++h) std::fill(O + h * ldo, O + h * ldo + dim, 0.0f);
+    return;
+  }
+  for (size_t j0 = 0; j0 < n; j0 += jb) {
+    const size_t nj = std::min(jb, n - j0);
+    const bool resume = j0 > 0;
+    size_t h = 0;
+    for (; h + 4 <= nh; h += 4)
+      WeightedHeads<4>(P + h * ldp + j0, ldp, E + j0 * lde, lde, nj, dim, O + h * ldo, ldo, resume);
+    for (; h < nh; ++h)
+      WeightedHeads<1>(P + h * ldp + j0, ldp, E + j0 * lde, lde, nj, dim, O + h * ldo, ldo, resume);
+  }
 }
 
 void HadamardImpl(float* HWY_RESTRICT v, size_t n) {
@@ -232,10 +326,16 @@ HWY_EXPORT(AxpyImpl);
 HWY_EXPORT(HadamardImpl);
 HWY_EXPORT(WeightedRowsSumImpl);
 HWY_EXPORT(DotRowsSeqImpl);
+HWY_EXPORT(DotRowsSeqTImpl);
 
 void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                   size_t dim, float* S, size_t lds) {
   HWY_DYNAMIC_DISPATCH(DotRowsSeqImpl)(Q, ldq, nq, E, lde, n, dim, S, lds);
+}
+
+void dot_rows_seq_t(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+                    size_t dim, float* S, size_t lds) {
+  HWY_DYNAMIC_DISPATCH(DotRowsSeqTImpl)(Qt, ldqt, nq, E, lde, n, dim, S, lds);
 }
 
 void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,

@@ -26,6 +26,13 @@ void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bo
 void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                   size_t dim, float* S, size_t lds);
 
+// The same sums written transposed, S[j·lds + h] = Σ_c Qt[c·ldqt + h] · E[j·lde + c] (Qt is Q
+// transposed, [dim, nq]), bit-identical to dot_rows_seq. The SIMD lanes run over the queries h,
+// so E is read row by row with no transposition: faster when nq is at least the vector width
+// (the indexer's heads against many keys).
+void dot_rows_seq_t(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+                    size_t dim, float* S, size_t lds);
+
 // O[h·ldo + c] = Σ_j P[h·ldp + j] · E[j·lde + c] for h < nh, c < dim, summed in order j = 0, 1, …
 // (multiply then add, like axpy: bit-identical to nh·n axpy calls). O is overwritten.
 void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,

@@ -76,10 +76,12 @@ void KvCodec::decode(const uint8_t* src, float* out) const {
     }
   } else {
     const uint8_t* scales = src + dim_ / 2;
-    for (int i = 0; i < dim_; i += 2) {
-      const float s = e8m0_to_f32(scales[i / kIndexBlock]);
-      out[i] = e2m1_to_f32(src[i / 2] & 15) * s;
-      out[i + 1] = e2m1_to_f32(src[i / 2] >> 4) * s;
+    for (int b = 0; b < dim_ / kIndexBlock; ++b) {
+      const float s = e8m0_to_f32(scales[b]);
+      for (int i = b * kIndexBlock; i < (b + 1) * kIndexBlock; i += 2) {
+        out[i] = e2m1_to_f32(src[i / 2] & 15) * s;
+        out[i + 1] = e2m1_to_f32(src[i / 2] >> 4) * s;
+      }
     }
   }
 }

@@ -48,15 +48,15 @@ void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& se
 }
 
 // Lightning Indexer scores of `nb` keys (decoded to fp32, [nb, ihd]) for one query:
-// Σ_h wI[h]·relu(qI_h · K_w). The nI × nb dot products are computed together (sequential sums,
-// as a scalar dot would, so the result does not depend on how keys are split into blocks);
-// hw holds nI × nb floats.
-void index_scores_block(const float* qI, const float* wI, int nI, int ihd, const float* keys,
+// Σ_h wI[h]·relu(qI_h · K_w), from the query transposed (qt [ihd, nI]). The nb × nI dot
+// products are computed together (sequential sums, as a scalar dot would, so the result does
+// not depend on how keys are split into blocks); hw holds nb × nI floats.
+void index_scores_block(const float* qt, const float* wI, int nI, int ihd, const float* keys,
                         size_t nb, float* scores, float* hw) {
-  dot_rows_seq(qI, ihd, nI, keys, ihd, nb, ihd, hw, nb);
+  dot_rows_seq_t(qt, nI, nI, keys, ihd, nb, ihd, hw, nI);
   for (size_t w = 0; w < nb; ++w) {
     float s = 0.0f;
-    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[static_cast<size_t>(h) * nb + w], 0.0f);
+    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[w * nI + h], 0.0f);
     scores[w] = s;
   }
 }
@@ -74,6 +74,10 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
                   ThreadPool* pool) {
   struct KeyTag;
   struct HwTag;
+  struct QtTag;
+  float* qt = workspace<QtTag>(static_cast<size_t>(nI) * ihd);
+  for (int h = 0; h < nI; ++h)
+    for (int c = 0; c < ihd; ++c) qt[static_cast<size_t>(c) * nI + h] = qI[h * ihd + c];
   auto blocks = [&](size_t b, size_t e, int) {
     float* hw = workspace<HwTag>(static_cast<size_t>(nI) * kIndexBlock);
     float* kb = keys ? nullptr : workspace<KeyTag>(kIndexBlock * ihd);
@@ -83,7 +87,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
       if (!keys)
         for (size_t w = 0; w < nb; ++w)
           codec.decode(stored + (b0 + w) * codec.entry_bytes(), kb + w * ihd);
-      index_scores_block(qI, wI, nI, ihd, k, nb, scores + b0, hw);
+      index_scores_block(qt, wI, nI, ihd, k, nb, scores + b0, hw);
     }
   };
   if (pool && n > kIndexBlock)
@@ -94,7 +98,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
 
 // Per-thread buffers of the attention phase.
 struct Scratch {
-  std::vector<float> entries, z, scores;
+  std::vector<float> entries, z, scores, qt, st;
   std::vector<int64_t> sel;
 };
 
@@ -272,26 +276,49 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       decode(0, sc.sel.size(), 0);
     return n_ent;
   };
-  // Softmax with the sink in the denominator only, then inverse RoPE of the output. The scores
-  // of heads [h0, h1) against all entries are computed together; z holds (h1-h0) × n_ent
-  // scores, then probabilities.
-  auto attend = [&](size_t t, int64_t pos, Scratch& sc, size_t n_ent, int h0, int h1, float* z) {
-    float cs2[256], sn2[256];
-    rope.angles(pos, cs2, sn2);
-    const size_t nh = static_cast<size_t>(h1 - h0);
-    dot_rows_seq(&q[(t * d.H + h0) * d.hd], d.hd, nh, sc.entries.data(), d.hd, n_ent, d.hd, z,
-                 n_ent);
-    for (int h = h0; h < h1; ++h) {
-      float* zh = z + static_cast<size_t>(h - h0) * n_ent;
+  // Scores of every head against the entries, z [H, n_ent] (then probabilities in place). The
+  // lanes of dot_rows_seq_t run over heads, so entries are read row by row (no transposes);
+  // `par` splits the entries over the pool.
+  auto scores = [&](size_t t, Scratch& sc, size_t n_ent, ThreadPool* par) {
+    const size_t H = static_cast<size_t>(d.H), hd = static_cast<size_t>(d.hd);
+    sc.qt.resize(hd * H);
+    sc.st.resize(n_ent * H);
+    sc.z.resize(n_ent * H);
+    const float* qtok = &q[t * H * hd];
+    for (size_t h = 0; h < H; ++h)
+      for (size_t c = 0; c < hd; ++c) sc.qt[c * H + h] = qtok[h * hd + c];
+    auto part = [&](size_t b, size_t e, int) {
+      dot_rows_seq_t(sc.qt.data(), H, H, sc.entries.data() + b * hd, hd, e - b, hd,
+                     sc.st.data() + b * H, H);
+    };
+    if (par)
+      par->parallel_for_dynamic(n_ent, part, 64);
+    else
+      part(0, n_ent, 0);
+  };
+  // Softmax of heads [h0, h1) with the sink in the denominator only.
+  auto softmax = [&](Scratch& sc, size_t n_ent, size_t h0, size_t h1) {
+    const size_t H = static_cast<size_t>(d.H);
+    for (size_t h = h0; h < h1; ++h) {
+      float* zh = sc.z.data() + h * n_ent;
+      for (size_t j = 0; j < n_ent; ++j) zh[j] = sc.st[j * H + h];
       float m = -INFINITY;
       for (size_t j = 0; j < n_ent; ++j) m = std::max(m, zh[j] *= scale);
       float den = std::exp(aw.attn_sink[h] - m);
       for (size_t j = 0; j < n_ent; ++j) den += (zh[j] = std::exp(zh[j] - m));
       for (size_t j = 0; j < n_ent; ++j) zh[j] /= den;
     }
-    weighted_rows_sum(z, n_ent, nh, sc.entries.data(), d.hd, n_ent, d.hd, &o[(t * d.H + h0) * d.hd],
-                      d.hd);
-    for (int h = h0; h < h1; ++h)
+  };
+  // Output dims [c0, c1) of every head: Σ_j p_hj · entry_j (each sum in entry order, whatever
+  // the split of dims).
+  auto weighted = [&](size_t t, const Scratch& sc, size_t n_ent, size_t c0, size_t c1) {
+    weighted_rows_sum(sc.z.data(), n_ent, d.H, sc.entries.data() + c0, d.hd, n_ent, c1 - c0,
+                      &o[t * d.H * d.hd + c0], d.hd);
+  };
+  auto unrope = [&](size_t t, int64_t pos) {
+    float cs2[256], sn2[256];
+    rope.angles(pos, cs2, sn2);
+    for (int h = 0; h < d.H; ++h)
       rope_apply(&o[(t * d.H + h) * d.hd] + d.nope, cs2, sn2, d.rd / 2, true);
   };
   auto pos_of = [&](size_t si, size_t t) {
@@ -306,24 +333,24 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
         const int64_t pos = pos_of(si, t);
         select(si, t, pos, sc, false);
         const size_t n_ent = gather(si, t, pos, sc, nullptr);
-        sc.z.resize(n_ent * d.H);
-        attend(t, pos, sc, n_ent, 0, d.H, sc.z.data());
+        scores(t, sc, n_ent, nullptr);
+        softmax(sc, n_ent, 0, d.H);
+        weighted(t, sc, n_ent, 0, d.hd);
+        unrope(t, pos);
       }
     });
-  } else {
+  } else {  // few tokens: each one's work spread over the pool (entries, heads, then dims)
     for (const auto& [si, t] : tokens) {
       Scratch& sc = scratch[0];
       const int64_t pos = pos_of(si, t);
       select(si, t, pos, sc, true);
       const size_t n_ent = gather(si, t, pos, sc, &pool);
+      scores(t, sc, n_ent, &pool);
       pool.parallel_for_dynamic(
-          d.H,
-          [&](size_t h0, size_t h1, int th) {
-            std::vector<float>& z = scratch[th].z;
-            z.resize(n_ent * (h1 - h0));
-            attend(t, pos, sc, n_ent, static_cast<int>(h0), static_cast<int>(h1), z.data());
-          },
-          4);
+          d.H, [&](size_t h0, size_t h1, int) { softmax(sc, n_ent, h0, h1); }, 8);
+      pool.parallel_for_dynamic(
+          d.hd, [&](size_t c0, size_t c1, int) { weighted(t, sc, n_ent, c0, c1); }, 64);
+      unrope(t, pos);
     }
   }
 

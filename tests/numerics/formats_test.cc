@@ -46,6 +46,12 @@ TEST(Formats, E2M1RoundsToNearestEven) {
   }
 }
 
+TEST(Formats, E8m0DecodesEveryByteToItsPowerOfTwo) {
+  for (int b = 0; b < 255; ++b)
+    EXPECT_EQ(e8m0_to_f32(static_cast<uint8_t>(b)), std::ldexp(1.0f, b - 127)) << "byte " << b;
+  EXPECT_TRUE(std::isnan(e8m0_to_f32(0xff)));
+}
+
 TEST(Formats, Ue8m0ScaleIsCeilPowerOfTwo) {
   EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(448.0f, BlockFormat::kFp8E4M3)), 1.0f);
   EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(449.0f, BlockFormat::kFp8E4M3)), 2.0f);

@@ -1,0 +1,72 @@
+// Attention-side kernels (src/kernels/ops.h): the Lightning Indexer's scores of one query's heads
+// against many keys, two ways (lanes over keys with a transpose, or over heads: what the model
+// uses), and the probability-weighted sum of entries. Separate from the tests; run by hand:
+//   ./build/attention_ops_bench [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace {
+
+std::vector<float> random_floats(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(rng);
+  return v;
+}
+
+// V4's indexer: 64 heads × 128 dims; keys per call = range(0).
+constexpr size_t kHeads = 64, kDim = 128;
+
+void BM_IndexScoresLanesOverKeys(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const auto q = random_floats(kHeads * kDim, 1), e = random_floats(n * kDim, 2);
+  std::vector<float> s(kHeads * n);
+  for (auto _ : state) {
+    dsv4::dot_rows_seq(q.data(), kDim, kHeads, e.data(), kDim, n, kDim, s.data(), n);
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * kHeads * kDim * n * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+void BM_IndexScoresLanesOverHeads(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const auto qt = random_floats(kHeads * kDim, 1), e = random_floats(n * kDim, 2);
+  std::vector<float> s(kHeads * n);
+  for (auto _ : state) {
+    dsv4::dot_rows_seq_t(qt.data(), kHeads, kHeads, e.data(), kDim, n, kDim, s.data(), kHeads);
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * kHeads * kDim * n * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+// Decode attention's weighted sum as attention.cc runs it: all 64 heads, one thread's share of
+// the 512 dims (range(1)), over range(0) entries (640: a CSA layer's window + top-512; 8320: an
+// HCA layer at 1M tokens).
+void BM_AttentionWeightedSum(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0)), cols = static_cast<size_t>(state.range(1));
+  const size_t heads = 64, dim = 512;
+  const auto p = random_floats(heads * n, 3), e = random_floats(n * dim, 4);
+  std::vector<float> o(heads * dim);
+  for (auto _ : state) {
+    dsv4::weighted_rows_sum(p.data(), n, heads, e.data(), dim, n, cols, o.data(), dim);
+    benchmark::DoNotOptimize(o.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * heads * cols * n * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
+BENCHMARK(BM_IndexScoresLanesOverKeys)->Arg(64)->Arg(1024)->Arg(16384);
+BENCHMARK(BM_IndexScoresLanesOverHeads)->Arg(64)->Arg(1024)->Arg(16384);
+BENCHMARK(BM_AttentionWeightedSum)->Args({640, 256})->Args({8320, 256})->Args({8320, 64});
+
+}  // namespace
+
+BENCHMARK_MAIN();
