@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
@@ -59,6 +60,17 @@ int run_command(const std::string& cmd, std::string* output) {
   }
   int status = pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string middle_piece(const std::string& text, size_t max_len) {
+  auto continuation = [&](size_t i) {
+    return (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80;
+  };
+  size_t a = text.size() / 3;
+  while (a < text.size() && continuation(a)) ++a;
+  size_t b = std::min(text.size(), a + max_len);
+  while (b < text.size() && continuation(b)) ++b;
+  return text.substr(a, b - a);
 }
 
 }  // namespace dsv4::test

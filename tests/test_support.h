@@ -30,4 +30,8 @@ class TempDir {
 // Runs a shell command, returns its exit status and captures stdout+stderr into *output.
 int run_command(const std::string& cmd, std::string* output);
 
+// A piece of `text` of up to about max_len bytes at UTF-8 character boundaries, about a third of
+// the way in (a stop string that greedy output is known to contain).
+std::string middle_piece(const std::string& text, size_t max_len);
+
 }  // namespace dsv4::test

@@ -143,16 +143,21 @@ bool SequenceGenerator::release_forced(Step& step) {
     generated_.push_back(f);
     ++timings_.gen_tokens;
     step.forced.push_back(f);
-    step.text += emit(f);
-    if (stops_.stopped()) {
-      end(StopReason::kStopString, &step.text);
-      return false;
-    }
+    if (emit_ends_at_stop(f, &step.text)) return false;
   }
-  if (p_.max_tokens >= 0 && static_cast<int64_t>(generated_.size()) >= p_.max_tokens) {
-    end(StopReason::kMaxTokens, &step.text);
-    return false;
-  }
+  return !end_at_max_tokens(&step.text);
+}
+
+bool SequenceGenerator::emit_ends_at_stop(int32_t t, std::string* text) {
+  *text += emit(t);
+  if (!stops_.stopped()) return false;
+  end(StopReason::kStopString, text);
+  return true;
+}
+
+bool SequenceGenerator::end_at_max_tokens(std::string* text) {
+  if (p_.max_tokens < 0 || static_cast<int64_t>(generated_.size()) < p_.max_tokens) return false;
+  end(StopReason::kMaxTokens, text);
   return true;
 }
 
@@ -250,15 +255,7 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
     end(StopReason::kEos, &step.text);
     return step;
   }
-  step.text += emit(t);
-  if (stops_.stopped()) {
-    end(StopReason::kStopString, &step.text);
-    return step;
-  }
-  if (p_.max_tokens >= 0 && static_cast<int64_t>(generated_.size()) >= p_.max_tokens) {
-    end(StopReason::kMaxTokens, &step.text);
-    return step;
-  }
+  if (emit_ends_at_stop(t, &step.text) || end_at_max_tokens(&step.text)) return step;
   feed_.assign(1, t);
   if (!forced_done_ && p_.force_after >= 0 && t == p_.force_after && !p_.forced.empty()) {
     // The forced tokens go into the next forward call together with `t` (one step for all of

@@ -137,6 +137,10 @@ class SequenceGenerator {
   using Clock = std::chrono::steady_clock;
   std::string emit(int32_t token);
   void end(StopReason r, std::string* out);
+  // Appends token t's text; true (the generation has ended) if that completed a stop string.
+  bool emit_ends_at_stop(int32_t t, std::string* text);
+  // True (the generation has ended) once max_tokens tokens have been generated.
+  bool end_at_max_tokens(std::string* text);
   // How many of params.forced fit after `pos` more tokens are fed (max_tokens, context).
   size_t forced_room(int64_t pos) const;
   // Appends the forced tokens just fed to the output; false when that ended the generation.

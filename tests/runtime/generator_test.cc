@@ -197,15 +197,6 @@ TEST(StopMatcher, ReportsTheIndexOfTheStringThatMatched) {
   EXPECT_EQ(m.matched_index(), 3);
 }
 
-// A piece of `text` at a UTF-8 character boundary, about a third of the way in.
-std::string middle_piece(const std::string& text, size_t max_len) {
-  size_t a = text.size() / 3;
-  while (a < text.size() && (static_cast<unsigned char>(text[a]) & 0xC0) == 0x80) ++a;
-  size_t b = std::min(text.size(), a + max_len);
-  while (b < text.size() && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) ++b;
-  return text.substr(a, b - a);
-}
-
 TEST(Generator, StopIndexIsTheStopStringThatMatched) {
   auto model = Model::load(synth_tiny().string());
   auto tk = tok::Tokenizer::load(synth_tiny());
@@ -223,7 +214,7 @@ TEST(Generator, StopIndexIsTheStopStringThatMatched) {
   };
   const GenerationResult free_run = run({}, nullptr);
   EXPECT_EQ(free_run.stop_index, -1);
-  const std::string piece = middle_piece(free_run.text, 3);
+  const std::string piece = test::middle_piece(free_run.text, 3);
   ASSERT_FALSE(piece.empty()) << free_run.text;
   int reported = -1;
   const GenerationResult r = run({"zzz-never", piece, "qqq-never"}, &reported);

@@ -839,15 +839,6 @@ TEST_F(ServerTest, DisconnectFreesTheSlot) {
   EXPECT_EQ(metric(port(), "dsv4_kv_cache_bytes"), 0);
 }
 
-// A piece of `text` at UTF-8 character boundaries, about a third of the way in.
-std::string middle_piece(const std::string& text, size_t max_len) {
-  size_t a = text.size() / 3;
-  while (a < text.size() && (static_cast<unsigned char>(text[a]) & 0xC0) == 0x80) ++a;
-  size_t b = std::min(text.size(), a + max_len);
-  while (b < text.size() && (static_cast<unsigned char>(text[b]) & 0xC0) == 0x80) ++b;
-  return text.substr(a, b - a);
-}
-
 TEST_F(ServerTest, AnthropicStopSequenceIsTheOneThatMatched) {
   json p;
   p["max_tokens"] = 16;
@@ -856,7 +847,7 @@ TEST_F(ServerTest, AnthropicStopSequenceIsTheOneThatMatched) {
   Reply free_run = post(port(), "/v1/messages", p);
   ASSERT_EQ(free_run.status, 200) << free_run.body;
   const std::string text = free_run.j()["content"][0]["text"];
-  const std::string stop = middle_piece(text, 3);
+  const std::string stop = test::middle_piece(text, 3);
   ASSERT_FALSE(stop.empty()) << text;
   p["stop_sequences"] = {"zzz-never", stop};
   Reply r = post(port(), "/v1/messages", p);
