@@ -14,10 +14,11 @@ bash scripts/build.sh build
 (cd build && ctest --output-on-failure -j"$jobs")
 if [ "${DSV4_SKIP_ASAN:-0}" != "1" ]; then
   # -O1 -g1 keeps the sanitizer build (and its test run) short while still giving stack traces.
-  # The tokenizer CLI goldens re-run the binary dozens of times; their code is covered under the
-  # sanitizers by the tokenizer and api library tests, so they run in the normal tree only.
+  # The tokenizer CLI goldens re-run the binary dozens of times, and the forward-pass consistency
+  # checks (chunked vs one-shot vs token-by-token, ~3 min under ASan) run the same model code as the
+  # golden tests; both run in the normal tree only (the goldens run in both).
   bash scripts/build.sh build-asan -DDSV4_SANITIZE=ON -DCMAKE_BUILD_TYPE=None \
     -DCMAKE_CXX_FLAGS="-O1 -g1" -DDSV4_BUILD_BENCH=OFF
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-     ctest --output-on-failure -j"$jobs" -LE slow -E '^TokenizerCli\.')
+     ctest --output-on-failure -j"$jobs" -E '^(TokenizerCli|Consistency)\.')
 fi
