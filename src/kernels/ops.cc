@@ -181,14 +181,14 @@ HWY_INLINE void DotSeqTRows(size_t nj, size_t nv, const float* Qt, size_t ldq, c
   if constexpr (J > 1) DotSeqTRows<J - 1>(nj, nv, Qt, ldq, E, lde, dim, out, ldo);
 }
 
-void DotRowsSeqTImpl(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+void DotRowsSeqTImpl(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                      size_t dim, float* S, size_t lds) {
   const hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
   if (n == 0 || nq == 0) return;
   const size_t nqp = (nq + N - 1) / N * N;
-  // Qt with rows padded to whole vectors (zero lanes past nq), aligned; and a row buffer for
-  // outputs when the padded lanes must not reach S.
+  // Q transposed, rows padded to whole vectors (zero lanes past nq), aligned; and a row buffer
+  // for outputs when the padded lanes must not reach S.
   constexpr size_t kJ = 4;
   static thread_local hwy::AlignedFreeUniquePtr<float[]> qbuf, obuf;
   static thread_local size_t qcap = 0, ocap = 0;
@@ -202,7 +202,7 @@ void DotRowsSeqTImpl(const float* Qt, size_t ldqt, size_t nq, const float* E, si
   }
   float* q = qbuf.get();
   for (size_t c = 0; c < dim; ++c) {
-    std::copy(Qt + c * ldqt, Qt + c * ldqt + nq, q + c * nqp);
+    for (size_t h = 0; h < nq; ++h) q[c * nqp + h] = Q[h * ldq + c];
     std::fill(q + c * nqp + nq, q + (c + 1) * nqp, 0.0f);
   }
   const bool direct = nqp == nq;
@@ -333,9 +333,9 @@ void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t 
   HWY_DYNAMIC_DISPATCH(DotRowsSeqImpl)(Q, ldq, nq, E, lde, n, dim, S, lds);
 }
 
-void dot_rows_seq_t(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+void dot_rows_seq_t(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                     size_t dim, float* S, size_t lds) {
-  HWY_DYNAMIC_DISPATCH(DotRowsSeqTImpl)(Qt, ldqt, nq, E, lde, n, dim, S, lds);
+  HWY_DYNAMIC_DISPATCH(DotRowsSeqTImpl)(Q, ldq, nq, E, lde, n, dim, S, lds);
 }
 
 void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,

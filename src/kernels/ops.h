@@ -26,11 +26,11 @@ void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bo
 void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                   size_t dim, float* S, size_t lds);
 
-// The same sums written transposed, S[j·lds + h] = Σ_c Qt[c·ldqt + h] · E[j·lde + c] (Qt is Q
-// transposed, [dim, nq]), bit-identical to dot_rows_seq. The SIMD lanes run over the queries h,
-// so E is read row by row with no transposition: faster when nq is at least the vector width
-// (the indexer's heads against many keys).
-void dot_rows_seq_t(const float* Qt, size_t ldqt, size_t nq, const float* E, size_t lde, size_t n,
+// The same sums written transposed, S[j·lds + h] = Σ_c Q[h·ldq + c] · E[j·lde + c],
+// bit-identical to dot_rows_seq. The SIMD lanes run over the queries h (Q, small, is transposed
+// inside), so E is read row by row with no transposition: faster when nq is at least the vector
+// width (all heads against many keys or entries).
+void dot_rows_seq_t(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                     size_t dim, float* S, size_t lds);
 
 // O[h·ldo + c] = Σ_j P[h·ldp + j] · E[j·lde + c] for h < nh, c < dim, summed in order j = 0, 1, …

@@ -48,12 +48,12 @@ void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& se
 }
 
 // Lightning Indexer scores of `nb` keys (decoded to fp32, [nb, ihd]) for one query:
-// Σ_h wI[h]·relu(qI_h · K_w), from the query transposed (qt [ihd, nI]). The nb × nI dot
+// Σ_h wI[h]·relu(qI_h · K_w). The nb × nI dot
 // products are computed together (sequential sums, as a scalar dot would, so the result does
 // not depend on how keys are split into blocks); hw holds nb × nI floats.
-void index_scores_block(const float* qt, const float* wI, int nI, int ihd, const float* keys,
+void index_scores_block(const float* qI, const float* wI, int nI, int ihd, const float* keys,
                         size_t nb, float* scores, float* hw) {
-  dot_rows_seq_t(qt, nI, nI, keys, ihd, nb, ihd, hw, nI);
+  dot_rows_seq_t(qI, ihd, nI, keys, ihd, nb, ihd, hw, nI);
   for (size_t w = 0; w < nb; ++w) {
     float s = 0.0f;
     for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[w * nI + h], 0.0f);
@@ -74,10 +74,6 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
                   ThreadPool* pool) {
   struct KeyTag;
   struct HwTag;
-  struct QtTag;
-  float* qt = workspace<QtTag>(static_cast<size_t>(nI) * ihd);
-  for (int h = 0; h < nI; ++h)
-    for (int c = 0; c < ihd; ++c) qt[static_cast<size_t>(c) * nI + h] = qI[h * ihd + c];
   auto blocks = [&](size_t b, size_t e, int) {
     float* hw = workspace<HwTag>(static_cast<size_t>(nI) * kIndexBlock);
     float* kb = keys ? nullptr : workspace<KeyTag>(kIndexBlock * ihd);
@@ -87,7 +83,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
       if (!keys)
         for (size_t w = 0; w < nb; ++w)
           codec.decode(stored + (b0 + w) * codec.entry_bytes(), kb + w * ihd);
-      index_scores_block(qt, wI, nI, ihd, k, nb, scores + b0, hw);
+      index_scores_block(qI, wI, nI, ihd, k, nb, scores + b0, hw);
     }
   };
   if (pool && n > kIndexBlock)
@@ -98,7 +94,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
 
 // Per-thread buffers of the attention phase.
 struct Scratch {
-  std::vector<float> entries, z, scores, qt, st;
+  std::vector<float> entries, z, scores, st;
   std::vector<int64_t> sel;
 };
 
@@ -281,14 +277,10 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // `par` splits the entries over the pool.
   auto scores = [&](size_t t, Scratch& sc, size_t n_ent, ThreadPool* par) {
     const size_t H = static_cast<size_t>(d.H), hd = static_cast<size_t>(d.hd);
-    sc.qt.resize(hd * H);
     sc.st.resize(n_ent * H);
     sc.z.resize(n_ent * H);
-    const float* qtok = &q[t * H * hd];
-    for (size_t h = 0; h < H; ++h)
-      for (size_t c = 0; c < hd; ++c) sc.qt[c * H + h] = qtok[h * hd + c];
     auto part = [&](size_t b, size_t e, int) {
-      dot_rows_seq_t(sc.qt.data(), H, H, sc.entries.data() + b * hd, hd, e - b, hd,
+      dot_rows_seq_t(&q[t * H * hd], hd, H, sc.entries.data() + b * hd, hd, e - b, hd,
                      sc.st.data() + b * H, H);
     };
     if (par)

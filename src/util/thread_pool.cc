@@ -36,6 +36,8 @@ bool spin_until(Pred pred, int us) {
 
 constexpr int kSpinMicros = 200;
 
+std::atomic<uint64_t> next_pool_serial{1};
+
 }  // namespace
 
 ThreadPool::ThreadPool(int n_threads, bool pin) {
@@ -45,8 +47,8 @@ ThreadPool::ThreadPool(int n_threads, bool pin) {
   std::string err;
   if (pin) {
     caller_cpu_ = cpu_of(0);
-    err = pin_thread(pthread_self(), caller_cpu_);  // also checks that pinning is allowed
-    if (err.empty()) pin_caller();
+    serial_ = next_pool_serial.fetch_add(1);
+    err = pin_caller();  // also checks that pinning is allowed
   }
   for (int i = 1; i < n_threads && err.empty(); ++i) {
     workers_.emplace_back([this, i] { worker_loop(i); });
@@ -58,15 +60,13 @@ ThreadPool::ThreadPool(int n_threads, bool pin) {
   }
 }
 
-void ThreadPool::pin_caller() {
+std::string ThreadPool::pin_caller() {
   // Pools are told apart by a serial number, not their address (a new pool may reuse it).
-  static std::atomic<uint64_t> next_serial{1};
   thread_local uint64_t pinned_for = 0;
-  if (caller_cpu_ < 0) return;
-  if (serial_ == 0) serial_ = next_serial.fetch_add(1);
-  if (pinned_for == serial_) return;
-  pin_thread(pthread_self(), caller_cpu_);  // the constructor checked that this is allowed
-  pinned_for = serial_;
+  if (caller_cpu_ < 0 || pinned_for == serial_) return "";
+  std::string err = pin_thread(pthread_self(), caller_cpu_);
+  if (err.empty()) pinned_for = serial_;
+  return err;
 }
 
 void ThreadPool::shut_down() {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -48,10 +49,11 @@ class ThreadPool {
  private:
   void worker_loop(int index);
   void shut_down();
-  void pin_caller();
+  // Binds the calling thread to caller_cpu_ (pinned pools), once per thread; returns the error.
+  std::string pin_caller();
 
   int caller_cpu_ = -1;  // pinned pools: thread 0's CPU
-  uint64_t serial_ = 0;
+  uint64_t serial_ = 0;  // pinned pools: tells this pool from an earlier one at the same address
 
   std::vector<std::thread> workers_;
   std::mutex mu_;

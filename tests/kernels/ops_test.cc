@@ -470,7 +470,7 @@ void check_dot_rows_seq(const std::string& what) {
       }
 }
 
-// dot_rows_seq_t: the same sums written transposed, S[j][h] = Σ_c Qt[c][h]·E[j][c], lanes over
+// dot_rows_seq_t: the same sums written transposed, S[j][h] = Σ_c Q[h][c]·E[j][c], lanes over
 // the queries h: nq around the vector width and its multiples (padded query vectors), n around
 // the 4-entry block.
 
@@ -484,20 +484,20 @@ void check_dot_rows_seq_t(const std::string& what) {
   for (size_t nq : nqs)
     for (size_t n : ns)
       for (size_t dim : dims) {
-        const size_t ldq = nq + 1 + k % 3, lde = dim + 2 + k % 5, lds = nq + 1 + k % 4;
-        Buf Qt(strided_size(dim, nq, ldq), k % 4), E(strided_size(n, dim, lde), (k + 1) % 4),
+        const size_t ldq = dim + 1 + k % 3, lde = dim + 2 + k % 5, lds = nq + 1 + k % 4;
+        Buf Q(strided_size(nq, dim, ldq), k % 4), E(strided_size(n, dim, lde), (k + 1) % 4),
             S(strided_size(n, nq, lds), (k + 2) % 4, kSentinel);
         ++k;
-        for (size_t c = 0; c < dim; ++c) fill_mixed(&Qt[c * ldq], nq, rng);
+        for (size_t h = 0; h < nq; ++h) fill_mixed(&Q[h * ldq], dim, rng);
         for (size_t j = 0; j < n; ++j) fill_mixed(&E[j * lde], dim, rng);
-        dot_rows_seq_t(Qt.data(), ldq, nq, E.data(), lde, n, dim, S.data(), lds);
+        dot_rows_seq_t(Q.data(), ldq, nq, E.data(), lde, n, dim, S.data(), lds);
         const std::string where = what + " nq=" + std::to_string(nq) + " n=" + std::to_string(n) +
                                   " dim=" + std::to_string(dim);
         for (size_t j = 0; j < n; ++j) {
           for (size_t h = 0; h < nq; ++h) {
             float want = 0.0f;
             for (size_t c = 0; c < dim; ++c)
-              want = want + mul_rounded(Qt[c * ldq + h], E[j * lde + c]);
+              want = want + mul_rounded(Q[h * ldq + c], E[j * lde + c]);
             const float got = S[j * lds + h];
             if (bits(got) != bits(want) && bad++ < 5)
               ADD_FAILURE() << where << " j=" << j << " h=" << h << ": got " << got << " want "
