@@ -57,7 +57,9 @@ void BM_AttentionWeightedSum(benchmark::State& state) {
                                                  benchmark::Counter::kIsRate);
 }
 
-BENCHMARK(BM_IndexScores)->ArgNames({"keys", "lanes_over_heads"})->ArgsProduct({{64, 1024, 16384}, {0, 1}});
+BENCHMARK(BM_IndexScores)
+    ->ArgNames({"keys", "lanes_over_heads"})
+    ->ArgsProduct({{64, 1024, 16384}, {0, 1}});
 BENCHMARK(BM_AttentionWeightedSum)->Args({640, 256})->Args({8320, 256})->Args({8320, 64});
 
 }  // namespace

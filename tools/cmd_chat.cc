@@ -71,9 +71,10 @@ bool read_message(std::string* out, bool tty) {
 }
 
 int chat_main(int argc, char** argv) {
-  CLI::App app{"Interactive chat with a DeepSeek-V4 checkpoint. The model state is kept between turns: only "
-               "the new turn is prefilled. Type /help for commands.",
-               "dsv4 chat"};
+  CLI::App app{
+      "Interactive chat with a DeepSeek-V4 checkpoint. The model state is kept between turns: only "
+      "the new turn is prefilled. Type /help for commands.",
+      "dsv4 chat"};
   GenFlags f;
   f.add_to(app, true);
   std::string system, effort = "high";
@@ -81,7 +82,8 @@ int chat_main(int argc, char** argv) {
   app.add_option("--system", system, "system prompt");
   auto* th = app.add_flag("--think", think, "start in thinking mode");
   app.add_flag("--no-think", no_think, "start in chat mode (default)")->excludes(th);
-  app.add_option("--reasoning-effort", effort, "high (default) or max")->check(CLI::IsMember({"high", "max"}));
+  app.add_option("--reasoning-effort", effort, "high (default) or max")
+      ->check(CLI::IsMember({"high", "max"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -97,7 +99,8 @@ int chat_main(int argc, char** argv) {
   ChatSession chat(model, pool, tk, L.n_ctx);
   chat.prefill_chunk = f.batch;
   chat.options().thinking = think;
-  chat.options().reasoning_effort = effort == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
+  chat.options().reasoning_effort =
+      effort == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
   if (!system.empty()) chat.set_system(system);
 
   GenerationParams gp;
@@ -122,7 +125,8 @@ int chat_main(int argc, char** argv) {
   while (true) {
     g_interrupt.store(false);
     if (!read_message(&msg, in_tty)) break;
-    if (g_interrupt.exchange(false) && in_tty) std::fputs("(Ctrl-C: type /quit to leave)\n", stderr);
+    if (g_interrupt.exchange(false) && in_tty)
+      std::fputs("(Ctrl-C: type /quit to leave)\n", stderr);
     std::string t = trim(msg);
     if (t.empty()) continue;
     if (t[0] == '/') {
@@ -140,7 +144,8 @@ int chat_main(int argc, char** argv) {
           std::fputs("thinking mode off\n", stderr);
         } else if (cmd == "/effort") {
           if (arg != "max" && arg != "high") throw Error("/effort takes max or high");
-          chat.options().reasoning_effort = arg == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
+          chat.options().reasoning_effort =
+              arg == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
           std::fprintf(stderr, "reasoning effort: %s%s\n", arg.c_str(),
                        chat.options().thinking ? "" : " (takes effect in thinking mode: /think)");
         } else if (cmd == "/system") {
@@ -158,7 +163,8 @@ int chat_main(int argc, char** argv) {
           nlohmann::ordered_json j;
           j["messages"] = chat.messages();
           j["thinking"] = chat.options().thinking;
-          j["reasoning_effort"] = chat.options().reasoning_effort == api::ReasoningEffort::kMax ? "max" : "high";
+          j["reasoning_effort"] =
+              chat.options().reasoning_effort == api::ReasoningEffort::kMax ? "max" : "high";
           std::ofstream out(arg);
           if (!out) throw Error("cannot write " + arg);
           out << j.dump(2) << "\n";
@@ -175,12 +181,16 @@ int chat_main(int argc, char** argv) {
             throw Error(arg + ": not valid JSON: " + e.what());
           }
           api::ojson msgs = j.is_object() && j.contains("messages") ? j["messages"] : j;
-          if (!msgs.is_array()) throw Error(arg + ": expected {\"messages\": [...]} or a message list");
+          if (!msgs.is_array())
+            throw Error(arg + ": expected {\"messages\": [...]} or a message list");
           api::render_chat(msgs, chat.options());  // validates
           chat.messages() = msgs;
-          if (j.is_object() && j.contains("thinking") && j["thinking"].is_boolean()) chat.options().thinking = j["thinking"];
-          if (j.is_object() && j.value("reasoning_effort", "") == "max") chat.options().reasoning_effort = api::ReasoningEffort::kMax;
-          std::fprintf(stderr, "loaded %zu messages from %s (prefilled with the next turn)\n", msgs.size(), arg.c_str());
+          if (j.is_object() && j.contains("thinking") && j["thinking"].is_boolean())
+            chat.options().thinking = j["thinking"];
+          if (j.is_object() && j.value("reasoning_effort", "") == "max")
+            chat.options().reasoning_effort = api::ReasoningEffort::kMax;
+          std::fprintf(stderr, "loaded %zu messages from %s (prefilled with the next turn)\n",
+                       msgs.size(), arg.c_str());
         } else {
           std::fprintf(stderr, "unknown command %s (/help lists them)\n", cmd.c_str());
         }
@@ -221,13 +231,17 @@ int chat_main(int argc, char** argv) {
       std::fflush(stdout);
       if (turn.gen.stop == StopReason::kInterrupted) std::fputs("[interrupted]\n", stderr);
       if (turn.gen.stop == StopReason::kContextFull) {
-        std::fprintf(stderr, "[context full: %lld tokens; /reset to start over]\n", static_cast<long long>(chat.n_ctx()));
+        std::fprintf(stderr, "[context full: %lld tokens; /reset to start over]\n",
+                     static_cast<long long>(chat.n_ctx()));
       }
       const double pt = turn.prefill_s > 0 ? turn.prefilled_tokens / turn.prefill_s : 0;
-      std::fprintf(stderr, "[prompt %lld new + %lld reused tokens, %.1f tok/s; reply %lld tokens, %.1f tok/s; context %lld / %lld]\n",
-                   static_cast<long long>(turn.prefilled_tokens), static_cast<long long>(turn.reused_tokens), pt,
-                   static_cast<long long>(turn.gen.timings.gen_tokens), turn.gen.timings.gen_tok_s(),
-                   static_cast<long long>(chat.used()), static_cast<long long>(chat.n_ctx()));
+      std::fprintf(
+          stderr,
+          "[prompt %lld new + %lld reused tokens, %.1f tok/s; reply %lld tokens, %.1f tok/s; "
+          "context %lld / %lld]\n",
+          static_cast<long long>(turn.prefilled_tokens), static_cast<long long>(turn.reused_tokens),
+          pt, static_cast<long long>(turn.gen.timings.gen_tokens), turn.gen.timings.gen_tok_s(),
+          static_cast<long long>(chat.used()), static_cast<long long>(chat.n_ctx()));
     } catch (const Error& e) {
       bar.finish();
       std::fputs("\n", stdout);

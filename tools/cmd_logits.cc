@@ -25,9 +25,12 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
   if (!j.is_array()) throw Error(path + ": expected a JSON array of token ids");
   std::vector<int32_t> ids;
   for (size_t i = 0; i < j.size(); ++i) {
-    if (!j[i].is_number_integer()) throw Error(path + ": element " + std::to_string(i) + " is not an integer");
+    if (!j[i].is_number_integer())
+      throw Error(path + ": element " + std::to_string(i) + " is not an integer");
     const int64_t v = j[i].get<int64_t>();
-    if (v < 0 || v > INT32_MAX) throw Error(path + ": element " + std::to_string(i) + " = " + std::to_string(v) + " is not a token id");
+    if (v < 0 || v > INT32_MAX)
+      throw Error(path + ": element " + std::to_string(i) + " = " + std::to_string(v) +
+                  " is not a token id");
     ids.push_back(static_cast<int32_t>(v));
   }
   if (ids.empty()) throw Error(path + ": the ids array is empty");
@@ -35,22 +38,27 @@ std::vector<int32_t> read_ids_file(const std::string& path) {
 }
 
 int run_logits(int argc, char** argv) {
-  CLI::App app{"Write float32 logits [len(ids), vocab] for every position of a token-id sequence", "dsv4 logits"};
+  CLI::App app{"Write float32 logits [len(ids), vocab] for every position of a token-id sequence",
+               "dsv4 logits"};
   std::string model_dir, ids_file, out_file;
   size_t chunk = 0;
   int64_t decode_from = -1;
   int threads = 0;
   bool pin = false;
   bool exact_kv = false;
-  app.add_option("-m,--model", model_dir, "model directory (config.json + safetensors)")->required();
+  app.add_option("-m,--model", model_dir, "model directory (config.json + safetensors)")
+      ->required();
   app.add_option("--ids-file", ids_file, "JSON array of token ids")->required();
-  app.add_option("--out", out_file, "output file: float32 little-endian [len(ids), vocab]")->required();
+  app.add_option("--out", out_file, "output file: float32 little-endian [len(ids), vocab]")
+      ->required();
   app.add_option("--chunk", chunk, "prefill in chunks of N tokens (default: one chunk)");
-  app.add_option("--decode-from", decode_from, "prefill ids[0:P) then feed the rest one token at a time");
+  app.add_option("--decode-from", decode_from,
+                 "prefill ids[0:P) then feed the rest one token at a time");
   app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
   app.add_flag("--pin", pin,
                "bind each worker thread to its own CPU (one per physical core first)");
-  app.add_flag("--exact-kv", exact_kv, "debug: keep KV / indexer caches in fp32 without FP8/FP4/bf16 rounding");
+  app.add_flag("--exact-kv", exact_kv,
+               "debug: keep KV / indexer caches in fp32 without FP8/FP4/bf16 rounding");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -62,7 +70,8 @@ int run_logits(int argc, char** argv) {
   auto model = Model::load(model_dir, mo);
   const size_t V = model->config().vocab_size;
   if (decode_from > static_cast<int64_t>(ids.size())) {
-    throw Error("--decode-from " + std::to_string(decode_from) + " is past the end of the " + std::to_string(ids.size()) + " ids");
+    throw Error("--decode-from " + std::to_string(decode_from) + " is past the end of the " +
+                std::to_string(ids.size()) + " ids");
   }
   ThreadPool pool(threads, pin);
   SequenceState seq = model->new_sequence();

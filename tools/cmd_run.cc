@@ -27,13 +27,17 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& what)
     if (t.find_first_of("[{") != std::string::npos) {
       j = nlohmann::json::parse(t);
       if (j.is_object()) {
-        if (j.contains("ids")) j = j["ids"];
-        else if (j.contains("prompt_ids")) j = j["prompt_ids"];
-        else throw Error(what + ": JSON object needs an \"ids\" or \"prompt_ids\" array");
+        if (j.contains("ids"))
+          j = j["ids"];
+        else if (j.contains("prompt_ids"))
+          j = j["prompt_ids"];
+        else
+          throw Error(what + ": JSON object needs an \"ids\" or \"prompt_ids\" array");
       }
       if (!j.is_array()) throw Error(what + ": expected a JSON array of token ids");
       for (const auto& v : j) {
-        if (!v.is_number_integer()) throw Error(what + ": token ids must be integers, got " + v.dump());
+        if (!v.is_number_integer())
+          throw Error(what + ": token ids must be integers, got " + v.dump());
         ids.push_back(v.get<int32_t>());
       }
       return ids;
@@ -59,30 +63,43 @@ std::vector<int32_t> parse_ids(const std::string& text, const std::string& what)
 }
 
 int run_main(int argc, char** argv) {
-  CLI::App app{"Generate a reply to one prompt, streamed to stdout; timings go to stderr.", "dsv4 run"};
+  CLI::App app{"Generate a reply to one prompt, streamed to stdout; timings go to stderr.",
+               "dsv4 run"};
   GenFlags f;
   f.add_to(app, false);
   std::string prompt, prompt_file, system, effort = "high", prompt_ids, ids_file, output_json;
   bool think = false, no_think = false, raw = false;
-  app.add_option("-p,--prompt", prompt, "prompt text (rendered as one user turn of the V4 chat format)");
+  app.add_option("-p,--prompt", prompt,
+                 "prompt text (rendered as one user turn of the V4 chat format)");
   app.add_option("-f,--file", prompt_file, "read the prompt from a file (UTF-8)");
   app.add_option("--system", system, "system prompt");
-  auto* th = app.add_flag("--think", think, "thinking mode: the model reasons first (shown dimmed, or between <think> markers when piped)");
+  auto* th = app.add_flag("--think", think,
+                          "thinking mode: the model reasons first (shown dimmed, or between "
+                          "<think> markers when piped)");
   app.add_flag("--no-think", no_think, "chat mode without reasoning (default)")->excludes(th);
-  app.add_option("--reasoning-effort", effort, "high (default) or max (thinking mode; max prepends DeepSeek's maximum-effort instruction)")
+  app.add_option("--reasoning-effort", effort,
+                 "high (default) or max (thinking mode; max prepends DeepSeek's maximum-effort "
+                 "instruction)")
       ->check(CLI::IsMember({"high", "max"}));
   app.add_flag("--raw", raw, "no chat template: feed the prompt text (or ids) as is");
-  app.add_option("--prompt-ids", prompt_ids, "prompt as token ids, e.g. \"0,1234,56\" (implies --raw)");
-  app.add_option("--ids-file", ids_file, "prompt token ids from a file: JSON array, {\"ids\": [...]}, or whitespace/comma separated (implies --raw)");
-  app.add_option("--output-json", output_json, "also write prompt ids, generated ids, text, stop reason and timings to this JSON file");
+  app.add_option("--prompt-ids", prompt_ids,
+                 "prompt as token ids, e.g. \"0,1234,56\" (implies --raw)");
+  app.add_option("--ids-file", ids_file,
+                 "prompt token ids from a file: JSON array, {\"ids\": [...]}, or whitespace/comma "
+                 "separated (implies --raw)");
+  app.add_option(
+      "--output-json", output_json,
+      "also write prompt ids, generated ids, text, stop reason and timings to this JSON file");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
   f.finish();
-  const int sources = !prompt.empty() + !prompt_file.empty() + !prompt_ids.empty() + !ids_file.empty();
-  if (sources == 0) throw Error("no prompt: give -p TEXT, -f FILE, --prompt-ids IDS or --ids-file FILE");
+  const int sources =
+      !prompt.empty() + !prompt_file.empty() + !prompt_ids.empty() + !ids_file.empty();
+  if (sources == 0)
+    throw Error("no prompt: give -p TEXT, -f FILE, --prompt-ids IDS or --ids-file FILE");
   if (sources > 1) throw Error("give only one of -p, -f, --prompt-ids, --ids-file");
   const bool have_ids = !prompt_ids.empty() || !ids_file.empty();
   if (have_ids) raw = true;
@@ -113,7 +130,8 @@ int run_main(int argc, char** argv) {
     msgs.push_back({{"role", "user"}, {"content", prompt}});
     api::ChatOptions co;
     co.thinking = think;
-    co.reasoning_effort = effort == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
+    co.reasoning_effort =
+        effort == "max" ? api::ReasoningEffort::kMax : api::ReasoningEffort::kHigh;
     ids = api::encode_chat(*tk, msgs, co);
     thinking = think;
   }
@@ -163,7 +181,8 @@ int run_main(int argc, char** argv) {
   std::fflush(stdout);
   print_timings(L.load_s, r.timings, r.stop);
   if (r.stop == StopReason::kContextFull) {
-    std::fprintf(stderr, "note: context limit of %lld tokens reached (raise -c)\n", static_cast<long long>(L.n_ctx));
+    std::fprintf(stderr, "note: context limit of %lld tokens reached (raise -c)\n",
+                 static_cast<long long>(L.n_ctx));
   }
   if (!output_json.empty()) {
     nlohmann::json j;

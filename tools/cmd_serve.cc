@@ -17,39 +17,54 @@ void on_signal(int) {
 }
 
 int run_serve(int argc, char** argv) {
-  CLI::App app{"OpenAI (chat/completions, completions, responses) and Anthropic (messages) "
-               "compatible HTTP server with continuous batching",
-               "dsv4 serve"};
+  CLI::App app{
+      "OpenAI (chat/completions, completions, responses) and Anthropic (messages) "
+      "compatible HTTP server with continuous batching",
+      "dsv4 serve"};
   server::ServerOptions o;
-  app.add_option("-m,--model", o.model_dir, "model directory (config.json, safetensors, tokenizer.json)")
+  app.add_option("-m,--model", o.model_dir,
+                 "model directory (config.json, safetensors, tokenizer.json)")
       ->required();
   app.add_option("--host", o.host, "address to bind (default 127.0.0.1)");
   app.add_option("--port", o.port, "port (0: pick a free one and print it)");
   app.add_option("--parallel", o.n_parallel, "-np N: sequences decoded together (default 4)");
-  app.add_option("-c,--ctx-size", o.n_ctx, "context per sequence in tokens (0: model maximum; default 4096)");
+  app.add_option("-c,--ctx-size", o.n_ctx,
+                 "context per sequence in tokens (0: model maximum; default 4096)");
   app.add_option("-t,--threads", o.threads, "compute threads (default: one per physical core)");
   app.add_flag("--pin", o.pin,
                "bind each compute thread to its own CPU (one per physical core first)");
   add_expert_prefetch_option(app, o.expert_prefetch);
-  app.add_option("--threads-http", o.http_threads, "HTTP worker threads (default: np + queue + 16, at least 32)");
-  app.add_option("--api-key", o.api_key, "require this key (Authorization: Bearer KEY or x-api-key)");
-  app.add_option("-a,--alias", o.alias, "model id reported by the API (default: the directory name)");
-  app.add_option("--timeout", o.timeout_s, "per-request time limit in seconds (0: none; default 600)");
-  app.add_option("--queue", o.max_queue, "requests that may wait for a slot before 503 (default 64)");
-  app.add_option("-b,--batch-size", o.prefill_budget, "prompt tokens per batched step (default 512)");
-  app.add_option("--prefill-chunk", o.prefill_chunk, "prompt tokens per chunk of one sequence (default 256)");
-  app.add_option("--max-body", o.max_body_bytes, "largest accepted request body in bytes (default 8 MiB)");
-  app.add_option("-n,--n-predict", o.max_tokens_limit, "cap on generated tokens per request (0: none)");
+  app.add_option("--threads-http", o.http_threads,
+                 "HTTP worker threads (default: np + queue + 16, at least 32)");
+  app.add_option("--api-key", o.api_key,
+                 "require this key (Authorization: Bearer KEY or x-api-key)");
+  app.add_option("-a,--alias", o.alias,
+                 "model id reported by the API (default: the directory name)");
+  app.add_option("--timeout", o.timeout_s,
+                 "per-request time limit in seconds (0: none; default 600)");
+  app.add_option("--queue", o.max_queue,
+                 "requests that may wait for a slot before 503 (default 64)");
+  app.add_option("-b,--batch-size", o.prefill_budget,
+                 "prompt tokens per batched step (default 512)");
+  app.add_option("--prefill-chunk", o.prefill_chunk,
+                 "prompt tokens per chunk of one sequence (default 256)");
+  app.add_option("--max-body", o.max_body_bytes,
+                 "largest accepted request body in bytes (default 8 MiB)");
+  app.add_option("-n,--n-predict", o.max_tokens_limit,
+                 "cap on generated tokens per request (0: none)");
   app.add_flag("--thinking", o.default_thinking, "thinking mode unless a request says otherwise");
-  app.add_flag("--test-hooks", o.test_hooks, "testing only: honour the dsv4_force_output request field")
+  app.add_flag("--test-hooks", o.test_hooks,
+               "testing only: honour the dsv4_force_output request field")
       ->group("");
   app.add_flag("-v,--verbose", o.verbose, "log requests");
   // llama-server spells the slot count "-np"; CLI11 only takes one-letter short names.
   std::vector<std::string> args;
   for (int i = argc - 1; i >= 1; --i) {
     std::string a = argv[i];
-    if (a == "-np") a = "--parallel";
-    else if (a.rfind("-np=", 0) == 0) a = "--parallel=" + a.substr(4);
+    if (a == "-np")
+      a = "--parallel";
+    else if (a.rfind("-np=", 0) == 0)
+      a = "--parallel=" + a.substr(4);
     args.push_back(a);
   }
   try {
@@ -73,6 +88,7 @@ int run_serve(int argc, char** argv) {
 
 }  // namespace
 
-DSV4_COMMAND("serve", "OpenAI/Anthropic-compatible HTTP server with continuous batching", run_serve);
+DSV4_COMMAND("serve", "OpenAI/Anthropic-compatible HTTP server with continuous batching",
+             run_serve);
 
 }  // namespace dsv4::cli

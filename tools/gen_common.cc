@@ -16,29 +16,38 @@ namespace fs = std::filesystem;
 namespace dsv4::cli {
 
 void GenFlags::add_to(CLI::App& app, bool chat) {
-  app.add_option("-m,--model", model_dir, "model directory (config.json, *.safetensors, tokenizer.json)")
+  app.add_option("-m,--model", model_dir,
+                 "model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
   app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
   app.add_flag("--pin", pin,
                "bind each worker thread to its own CPU (one per physical core first)");
-  app.add_option("-c,--ctx-size", n_ctx, "context size in tokens (default: the model's max_position_embeddings)");
+  app.add_option("-c,--ctx-size", n_ctx,
+                 "context size in tokens (default: the model's max_position_embeddings)");
   app.add_option("-b,--batch-size", batch, "prompt tokens per prefill forward call (default 256)");
   app.add_option("-n,--n-predict", n_predict,
                  chat ? "max tokens per reply (-1: until EOS or the context is full)"
                       : "max tokens to generate (-1: until EOS or the context is full)");
-  app.add_option("--temp", sampling.temperature, "temperature; 0 = greedy (default 1.0, DeepSeek's recommendation)");
+  app.add_option("--temp", sampling.temperature,
+                 "temperature; 0 = greedy (default 1.0, DeepSeek's recommendation)");
   app.add_option("--top-k", sampling.top_k, "top-k sampling (0 = off, default)");
   app.add_option("--top-p", sampling.top_p, "top-p (nucleus) sampling (1.0 = off, default)");
   app.add_option("--min-p", sampling.min_p, "min-p sampling (0 = off, default)");
-  app.add_option("--repeat-penalty", sampling.repeat_penalty, "repetition penalty (1.0 = off, default)");
-  app.add_option("--repeat-last-n", sampling.penalty_last_n, "tokens the penalties look back at (default 64, -1 = all)");
-  app.add_option("--presence-penalty", sampling.presence_penalty, "presence penalty (0 = off, default)");
-  app.add_option("--frequency-penalty", sampling.frequency_penalty, "frequency penalty (0 = off, default)");
-  app.add_option("-s,--seed", seed, "RNG seed (default: random; the seed used is printed with --verbose timings)");
+  app.add_option("--repeat-penalty", sampling.repeat_penalty,
+                 "repetition penalty (1.0 = off, default)");
+  app.add_option("--repeat-last-n", sampling.penalty_last_n,
+                 "tokens the penalties look back at (default 64, -1 = all)");
+  app.add_option("--presence-penalty", sampling.presence_penalty,
+                 "presence penalty (0 = off, default)");
+  app.add_option("--frequency-penalty", sampling.frequency_penalty,
+                 "frequency penalty (0 = off, default)");
+  app.add_option("-s,--seed", seed,
+                 "RNG seed (default: random; the seed used is printed with --verbose timings)");
   app.add_option("--stop", stop, "stop string (repeatable); the text from it on is dropped");
   app.add_flag("--ignore-eos", ignore_eos, "keep generating after the end-of-sentence token");
   app.add_flag("--progress", progress, "show progress bars even when stderr is not a terminal");
-  app.add_flag("--exact-kv", exact_kv, "debug: fp32 KV cache without FP8/FP4/bf16 storage rounding");
+  app.add_flag("--exact-kv", exact_kv,
+               "debug: fp32 KV cache without FP8/FP4/bf16 storage rounding");
   add_expert_prefetch_option(app, expert_prefetch);
 }
 
@@ -65,7 +74,10 @@ bool stderr_is_tty() { return ::isatty(2) == 1; }
 bool stdout_is_tty() { return ::isatty(1) == 1; }
 
 ProgressBar::ProgressBar(bool enabled, std::string label, bool bytes, double delay_s)
-    : enabled_(enabled), bytes_(bytes), label_(std::move(label)), delay_s_(delay_s),
+    : enabled_(enabled),
+      bytes_(bytes),
+      label_(std::move(label)),
+      delay_s_(delay_s),
       start_(std::chrono::steady_clock::now()) {}
 
 static std::string human_bytes(double b) {
@@ -97,12 +109,13 @@ void ProgressBar::update(int64_t done, int64_t total) {
   const double eta = rate > 0 ? (total - done) / rate : 0;
   char buf[256];
   if (bytes_) {
-    std::snprintf(buf, sizeof buf, "\r%s [%s] %5.1f%% %s / %s  ETA %.0f s   ", label_.c_str(), bar.c_str(),
-                  100 * frac, human_bytes(static_cast<double>(done)).c_str(),
+    std::snprintf(buf, sizeof buf, "\r%s [%s] %5.1f%% %s / %s  ETA %.0f s   ", label_.c_str(),
+                  bar.c_str(), 100 * frac, human_bytes(static_cast<double>(done)).c_str(),
                   human_bytes(static_cast<double>(total)).c_str(), eta);
   } else {
-    std::snprintf(buf, sizeof buf, "\r%s [%s] %lld / %lld tokens  %.1f tok/s  ETA %.0f s   ", label_.c_str(),
-                  bar.c_str(), static_cast<long long>(done), static_cast<long long>(total), rate, eta);
+    std::snprintf(buf, sizeof buf, "\r%s [%s] %lld / %lld tokens  %.1f tok/s  ETA %.0f s   ",
+                  label_.c_str(), bar.c_str(), static_cast<long long>(done),
+                  static_cast<long long>(total), rate, eta);
   }
   std::fputs(buf, stderr);
   std::fflush(stderr);
@@ -121,14 +134,16 @@ Loaded load_all(const GenFlags& f, bool need_tokenizer) {
   if (!fs::exists(dir)) throw Error("model directory " + f.model_dir + " does not exist");
   if (!fs::is_directory(dir)) throw Error(f.model_dir + " is not a directory");
   if (!fs::exists(dir / "config.json")) {
-    throw Error("no config.json in " + f.model_dir + " (expected a Hugging Face DeepSeek-V4 checkpoint directory)");
+    throw Error("no config.json in " + f.model_dir +
+                " (expected a Hugging Face DeepSeek-V4 checkpoint directory)");
   }
   Loaded L;
   const auto t0 = std::chrono::steady_clock::now();
   if (need_tokenizer || fs::exists(dir / "tokenizer.json")) {
     if (!fs::exists(dir / "tokenizer.json")) {
       throw Error("no tokenizer.json in " + f.model_dir +
-                  " (copy tokenizer.json and tokenizer_config.json from the model's Hugging Face repository)");
+                  " (copy tokenizer.json and tokenizer_config.json from the model's Hugging Face "
+                  "repository)");
     }
     L.tokenizer = tok::Tokenizer::load(dir);
   }
@@ -136,18 +151,23 @@ Loaded load_all(const GenFlags& f, bool need_tokenizer) {
   mo.exact_kv = f.exact_kv;
   mo.expert_prefetch = f.expert_prefetch;
   ProgressBar bar(f.progress || stderr_is_tty(), "loading", true);
-  mo.progress = [&](size_t d, size_t t) { bar.update(static_cast<int64_t>(d), static_cast<int64_t>(t)); };
+  mo.progress = [&](size_t d, size_t t) {
+    bar.update(static_cast<int64_t>(d), static_cast<int64_t>(t));
+  };
   L.model = Model::load(f.model_dir, mo);
   bar.finish();
   L.load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const int64_t max_ctx = L.model->config().max_position_embeddings;
   if (f.n_ctx > max_ctx) {
-    throw Error("-c " + std::to_string(f.n_ctx) + " is larger than the model allows (max_position_embeddings = " +
+    throw Error("-c " + std::to_string(f.n_ctx) +
+                " is larger than the model allows (max_position_embeddings = " +
                 std::to_string(max_ctx) + ")");
   }
   L.n_ctx = f.n_ctx > 0 ? f.n_ctx : max_ctx;
-  if (L.tokenizer && static_cast<int64_t>(L.tokenizer->vocab_size()) > L.model->config().vocab_size) {
-    throw Error("tokenizer has " + std::to_string(L.tokenizer->vocab_size()) + " ids but the model's vocab_size is " +
+  if (L.tokenizer &&
+      static_cast<int64_t>(L.tokenizer->vocab_size()) > L.model->config().vocab_size) {
+    throw Error("tokenizer has " + std::to_string(L.tokenizer->vocab_size()) +
+                " ids but the model's vocab_size is " +
                 std::to_string(L.model->config().vocab_size));
   }
   return L;
@@ -156,7 +176,8 @@ Loaded load_all(const GenFlags& f, bool need_tokenizer) {
 void require_utf8(const std::string& s, const std::string& what) {
   const size_t bad = tok::find_invalid_utf8(s);
   if (bad != std::string::npos) {
-    throw Error(what + " is not valid UTF-8 (first bad byte at offset " + std::to_string(bad) + ")");
+    throw Error(what + " is not valid UTF-8 (first bad byte at offset " + std::to_string(bad) +
+                ")");
   }
 }
 
@@ -173,10 +194,11 @@ std::string read_prompt_file(const std::string& path) {
 void print_timings(double load_s, const GenerationTimings& t, StopReason stop) {
   std::fprintf(stderr, "\n");
   if (load_s >= 0) std::fprintf(stderr, "load:      %8.2f s\n", load_s);
-  std::fprintf(stderr, "prompt:    %8lld tokens in %7.2f s = %8.2f tok/s\n", static_cast<long long>(t.prompt_tokens),
-               t.prompt_s, t.prompt_tok_s());
+  std::fprintf(stderr, "prompt:    %8lld tokens in %7.2f s = %8.2f tok/s\n",
+               static_cast<long long>(t.prompt_tokens), t.prompt_s, t.prompt_tok_s());
   std::fprintf(stderr, "generated: %8lld tokens in %7.2f s = %8.2f tok/s  (stop: %s)\n",
-               static_cast<long long>(t.gen_tokens), t.gen_s, t.gen_tok_s(), stop_reason_name(stop));
+               static_cast<long long>(t.gen_tokens), t.gen_s, t.gen_tok_s(),
+               stop_reason_name(stop));
 }
 
 }  // namespace dsv4::cli

@@ -72,11 +72,14 @@ BlockResult parse_block(std::string_view s) {
     }
     return partial ? -1 : -2;
   };
-#define DSV4_LIT(l, why)                \
-  switch (lit(l)) {                     \
-    case 1: return r;                   \
-    case 2: return invalid(why);        \
-    default: break;                     \
+#define DSV4_LIT(l, why)   \
+  switch (lit(l)) {        \
+    case 1:                \
+      return r;            \
+    case 2:                \
+      return invalid(why); \
+    default:               \
+      break;               \
   }
   DSV4_LIT(kOpener, "expected tool_calls opener");
   DSV4_LIT(">\n", "expected '>\\n' after tool_calls");
@@ -224,7 +227,8 @@ void OutputParser::emit_text(std::string_view text, bool malformed, std::vector<
   e.text = std::string(text);
   // Merge with the previous event of the same kind so callers see fewer, larger deltas.
   if (!ev.empty() && ev.back().type == e.type && ev.back().malformed == e.malformed &&
-      (e.type == OutputEvent::Type::kReasoningDelta || e.type == OutputEvent::Type::kContentDelta)) {
+      (e.type == OutputEvent::Type::kReasoningDelta ||
+       e.type == OutputEvent::Type::kContentDelta)) {
     ev.back().text += e.text;
   } else {
     ev.push_back(std::move(e));
@@ -305,7 +309,7 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
         if (r.status == BlockResult::kIncomplete && (eos != std::string::npos || at_end)) {
           r.status = BlockResult::kInvalid;
           r.reason = eos != std::string::npos ? "tool_calls block cut off by end of sentence"
-                                               : "tool_calls block truncated";
+                                              : "tool_calls block truncated";
         }
         if (r.status == BlockResult::kIncomplete) return;
         if (r.status == BlockResult::kInvalid && opts_.tool_call_forced) {

@@ -48,7 +48,7 @@ struct ParsedCompletion {
   bool malformed = false;  // some markup did not parse and is included in `content` verbatim
   // tool_call_forced only: the tool calls come from a block that did not parse to its end.
   bool tool_calls_incomplete = false;
-  std::string error;       // first problem noticed (malformed markup, unclosed reasoning), or ""
+  std::string error;  // first problem noticed (malformed markup, unclosed reasoning), or ""
 
   // {"role": "assistant", "content": ..., ["reasoning_content": ...,] ["tool_calls": [{"id",
   // "type": "function", "function": {"name", "arguments"}}]]}. content is null when empty and

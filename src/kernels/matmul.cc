@@ -1,11 +1,10 @@
 #include "kernels/matmul.h"
 
-#include "kernels/matmul_internal.h"
-
 #include <algorithm>
 #include <stdexcept>
 #include <vector>
 
+#include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
 
@@ -13,10 +12,14 @@ namespace dsv4 {
 
 const char* weight_format_name(WeightFormat f) {
   switch (f) {
-    case WeightFormat::kF32: return "F32";
-    case WeightFormat::kBF16: return "BF16";
-    case WeightFormat::kFp8Block128: return "FP8-e4m3+E8M0/128x128";
-    case WeightFormat::kFp4Block32: return "FP4-e2m1+E8M0/32";
+    case WeightFormat::kF32:
+      return "F32";
+    case WeightFormat::kBF16:
+      return "BF16";
+    case WeightFormat::kFp8Block128:
+      return "FP8-e4m3+E8M0/128x128";
+    case WeightFormat::kFp4Block32:
+      return "FP4-e2m1+E8M0/32";
   }
   return "?";
 }
@@ -27,8 +30,12 @@ MatrixView MatrixView::row_slice(size_t r0, size_t n) const {
   v.rows = n;
   const auto* base = static_cast<const uint8_t*>(data);
   switch (format) {
-    case WeightFormat::kF32: v.data = base + r0 * cols * 4; break;
-    case WeightFormat::kBF16: v.data = base + r0 * cols * 2; break;
+    case WeightFormat::kF32:
+      v.data = base + r0 * cols * 4;
+      break;
+    case WeightFormat::kBF16:
+      v.data = base + r0 * cols * 2;
+      break;
     case WeightFormat::kFp8Block128:
       if (r0 % 128) throw std::invalid_argument("FP8 row slice must start on a 128-row block");
       v.data = base + r0 * cols;
@@ -44,10 +51,14 @@ MatrixView MatrixView::row_slice(size_t r0, size_t n) const {
 
 size_t MatrixView::bytes() const {
   switch (format) {
-    case WeightFormat::kF32: return rows * cols * 4;
-    case WeightFormat::kBF16: return rows * cols * 2;
-    case WeightFormat::kFp8Block128: return rows * cols + ((rows + 127) / 128) * ((cols + 127) / 128);
-    case WeightFormat::kFp4Block32: return rows * cols / 2 + rows * (cols / 32);
+    case WeightFormat::kF32:
+      return rows * cols * 4;
+    case WeightFormat::kBF16:
+      return rows * cols * 2;
+    case WeightFormat::kFp8Block128:
+      return rows * cols + ((rows + 127) / 128) * ((cols + 127) / 128);
+    case WeightFormat::kFp4Block32:
+      return rows * cols / 2 + rows * (cols / 32);
   }
   return 0;
 }

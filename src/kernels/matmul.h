@@ -22,10 +22,10 @@ const char* weight_format_name(WeightFormat f);
 
 struct MatrixView {
   WeightFormat format = WeightFormat::kF32;
-  size_t rows = 0, cols = 0;         // logical [out_features, in_features]
-  const void* data = nullptr;        // first element of row 0 of this view
-  const uint8_t* scales = nullptr;   // scale row of this view's row 0 (FP8: its 128-row block)
-  size_t scale_stride = 0;           // bytes between consecutive scale rows
+  size_t rows = 0, cols = 0;        // logical [out_features, in_features]
+  const void* data = nullptr;       // first element of row 0 of this view
+  const uint8_t* scales = nullptr;  // scale row of this view's row 0 (FP8: its 128-row block)
+  size_t scale_stride = 0;          // bytes between consecutive scale rows
 
   bool empty() const { return data == nullptr; }
   // Rows [r0, r0+n). For FP8, r0 must be a multiple of 128 (scale blocks are not split).

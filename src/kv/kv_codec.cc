@@ -52,7 +52,8 @@ void KvCodec::store(float* v, uint8_t* dst) const {
     uint8_t* scales = dst + dim_ / 2;
     quantize_blocks(v, dim_, kIndexBlock, BlockFormat::kFp4E2M1, codes, scales);
     for (int i = 0; i < dim_; i += 2) packed[i / 2] = pack_e2m1(codes[i], codes[i + 1]);
-    for (int i = 0; i < dim_; ++i) v[i] = e2m1_to_f32(codes[i]) * e8m0_to_f32(scales[i / kIndexBlock]);
+    for (int i = 0; i < dim_; ++i)
+      v[i] = e2m1_to_f32(codes[i]) * e8m0_to_f32(scales[i / kIndexBlock]);
   }
 }
 

@@ -36,13 +36,13 @@ enum class StopReason { kNone, kEos, kStopString, kMaxTokens, kContextFull, kInt
 const char* stop_reason_name(StopReason r);  // "eos", "stop", "length", "context", "interrupted"
 
 struct GenerationParams {
-  int max_tokens = -1;            // generated tokens at most (-1: until EOS or context full)
-  int64_t n_ctx = 0;              // context limit in tokens (0: the model's max_position_embeddings)
-  int prefill_chunk = 256;        // tokens per prefill forward call
+  int max_tokens = -1;      // generated tokens at most (-1: until EOS or context full)
+  int64_t n_ctx = 0;        // context limit in tokens (0: the model's max_position_embeddings)
+  int prefill_chunk = 256;  // tokens per prefill forward call
   std::vector<std::string> stop;  // stop strings, matched on the output text
   std::vector<int32_t> eos_ids;   // empty: {config eos_token_id}
   bool ignore_eos = false;
-  bool skip_special = true;       // added tokens (markers like </think>) give no output text
+  bool skip_special = true;  // added tokens (markers like </think>) give no output text
   // Called on the generating thread when a stop string ends the generation, with its index in
   // `stop`: callers that drive the generator through the Scheduler never see the generator
   // itself, and the stop string is cut from the text, so this is how they learn which one it was.
@@ -80,9 +80,9 @@ class StopMatcher {
 
 struct GenerationTimings {
   int64_t prompt_tokens = 0;
-  double prompt_s = 0;   // wall time of the prefill forward calls
+  double prompt_s = 0;  // wall time of the prefill forward calls
   int64_t gen_tokens = 0;
-  double gen_s = 0;      // wall time from the end of the prefill to the last token
+  double gen_s = 0;  // wall time from the end of the prefill to the last token
   double prompt_tok_s() const { return prompt_s > 0 ? prompt_tokens / prompt_s : 0; }
   double gen_tok_s() const { return gen_s > 0 ? gen_tokens / gen_s : 0; }
 };
@@ -114,9 +114,9 @@ class SequenceGenerator {
   BatchItem next_item();
 
   struct Step {
-    int32_t token = -1;     // token sampled at this step (-1: prefill chunk without logits)
-    std::vector<int32_t> forced;  // output tokens forced before `token` (params.forced)
-    std::string text;       // output text released by this step (stop-string safe)
+    int32_t token = -1;             // token sampled at this step (-1: prefill chunk without logits)
+    std::vector<int32_t> forced;    // output tokens forced before `token` (params.forced)
+    std::string text;               // output text released by this step (stop-string safe)
     const float* logits = nullptr;  // the row sampled from (valid during the call)
   };
   // Hands back the logits row of the item from next_item() (nullptr if it asked for none).

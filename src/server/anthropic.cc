@@ -8,11 +8,13 @@ namespace dsv4::server {
 
 static std::string blocks_text(const json& content, const std::string& where) {
   if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) throw ApiError(400, where + " must be a string or a list of blocks", "messages");
+  if (!content.is_array())
+    throw ApiError(400, where + " must be a string or a list of blocks", "messages");
   std::string out;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& b = content[i];
-    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") || !b["text"].is_string())
+    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") ||
+        !b["text"].is_string())
       throw ApiError(400, where + "[" + std::to_string(i) + "] must be a text block", "messages");
     if (!out.empty()) out += "\n\n";
     out += b["text"].get<std::string>();
@@ -22,15 +24,18 @@ static std::string blocks_text(const json& content, const std::string& where) {
 
 static ojson convert_messages(const json& body) {
   ojson out = ojson::array();
-  if (const json* sys = field(body, "system")) out.push_back({{"role", "system"}, {"content", blocks_text(*sys, "system")}});
+  if (const json* sys = field(body, "system"))
+    out.push_back({{"role", "system"}, {"content", blocks_text(*sys, "system")}});
   const json* msgs = field(body, "messages");
   if (!msgs) throw ApiError(400, "'messages' is required", "messages");
-  if (!msgs->is_array() || msgs->empty()) throw ApiError(400, "'messages' must be a non-empty list", "messages");
+  if (!msgs->is_array() || msgs->empty())
+    throw ApiError(400, "'messages' must be a non-empty list", "messages");
   for (size_t i = 0; i < msgs->size(); ++i) {
     const json& m = (*msgs)[i];
     const std::string w = "messages[" + std::to_string(i) + "]";
     if (!m.is_object()) throw ApiError(400, w + " must be an object", "messages");
-    const std::string role = m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
+    const std::string role =
+        m.contains("role") && m["role"].is_string() ? m["role"].get<std::string>() : "";
     if (role != "user" && role != "assistant")
       throw ApiError(400, w + ".role must be \"user\" or \"assistant\"", "messages");
     const json* content = field(m, "content");
@@ -39,7 +44,8 @@ static ojson convert_messages(const json& body) {
       out.push_back({{"role", role}, {"content", content->get<std::string>()}});
       continue;
     }
-    if (!content->is_array()) throw ApiError(400, w + ".content must be a string or a list of blocks", "messages");
+    if (!content->is_array())
+      throw ApiError(400, w + ".content must be a string or a list of blocks", "messages");
     std::string text, thinking;
     ojson calls = ojson::array();
     for (size_t k = 0; k < content->size(); ++k) {
@@ -54,7 +60,8 @@ static ojson convert_messages(const json& body) {
         text += t->get<std::string>();
       } else if (type == "thinking" && role == "assistant") {
         const json* t = field(b, "thinking");
-        if (!t || !t->is_string()) throw ApiError(400, bw + ".thinking must be a string", "messages");
+        if (!t || !t->is_string())
+          throw ApiError(400, bw + ".thinking must be a string", "messages");
         thinking += t->get<std::string>();
       } else if (type == "redacted_thinking" && role == "assistant") {
         // opaque; nothing to render
@@ -64,22 +71,28 @@ static ojson convert_messages(const json& body) {
         if (!id || !id->is_string() || !name || !name->is_string())
           throw ApiError(400, bw + ": tool_use needs string id and name", "messages");
         const json* input = field(b, "input");
-        if (input && !input->is_object()) throw ApiError(400, bw + ".input must be an object", "messages");
+        if (input && !input->is_object())
+          throw ApiError(400, bw + ".input must be an object", "messages");
         ojson call;
         call["id"] = *id;
         call["type"] = "function";
-        call["function"] = {{"name", *name}, {"arguments", input ? ojson(api::python_json_dumps(*input)) : ojson("{}")}};
+        call["function"] = {
+            {"name", *name},
+            {"arguments", input ? ojson(api::python_json_dumps(*input)) : ojson("{}")}};
         calls.push_back(std::move(call));
       } else if (type == "tool_result" && role == "user") {
         const json* id = field(b, "tool_use_id");
-        if (!id || !id->is_string()) throw ApiError(400, bw + ".tool_use_id must be a string", "messages");
+        if (!id || !id->is_string())
+          throw ApiError(400, bw + ".tool_use_id must be a string", "messages");
         std::string c;
         if (const json* rc = field(b, "content")) c = blocks_text(*rc, bw + ".content");
         if (b.value("is_error", false)) c = "Error: " + c;
         out.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", c}});
       } else {
-        throw ApiError(400, bw + ": content block type \"" + type + "\" is not supported in a " + role + " message",
-                       "messages");
+        throw ApiError(
+            400,
+            bw + ": content block type \"" + type + "\" is not supported in a " + role + " message",
+            "messages");
       }
     }
     if (role == "assistant") {
@@ -106,8 +119,11 @@ static ojson convert_tools(const json& tools) {
     const json* name = field(t, "name");
     if (!name || !name->is_string() || name->get<std::string>().empty())
       throw ApiError(400, w + ".name must be a non-empty string", "tools");
-    if (t.contains("type") && t["type"].is_string() && t["type"] != "custom" && !t.contains("input_schema"))
-      throw ApiError(400, w + ": server tools (type " + t["type"].get<std::string>() + ") are not supported", "tools");
+    if (t.contains("type") && t["type"].is_string() && t["type"] != "custom" &&
+        !t.contains("input_schema"))
+      throw ApiError(
+          400, w + ": server tools (type " + t["type"].get<std::string>() + ") are not supported",
+          "tools");
     ojson f;
     f["name"] = *name;
     if (const json* d = field(t, "description")) f["description"] = *d;
@@ -121,9 +137,12 @@ static std::string stop_reason(const Run& run) {
   if (run.ended_with_tool_calls()) return "tool_use";
   switch (run.done().stop) {
     case StopReason::kMaxTokens:
-    case StopReason::kContextFull: return "max_tokens";
-    case StopReason::kStopString: return "stop_sequence";
-    default: return "end_turn";
+    case StopReason::kContextFull:
+      return "max_tokens";
+    case StopReason::kStopString:
+      return "stop_sequence";
+    default:
+      return "end_turn";
   }
 }
 
@@ -139,16 +158,20 @@ static ojson tool_input(const std::string& args) {
 void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& res) {
   ctx.metrics.messages++;
   json body = parse_body(req);
-  if (field(body, "model") && !body["model"].is_string()) throw ApiError(400, "'model' must be a string", "model");
+  if (field(body, "model") && !body["model"].is_string())
+    throw ApiError(400, "'model' must be a string", "model");
   ojson messages = convert_messages(body);
   api::ChatOptions co;
   co.thinking = ctx.opts.default_thinking;
   if (const json* t = field(body, "thinking")) {
     if (!t->is_object()) throw ApiError(400, "'thinking' must be an object", "thinking");
     const std::string type = t->value("type", "");
-    if (type == "enabled" || type == "adaptive") co.thinking = true;
-    else if (type == "disabled") co.thinking = false;
-    else throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
+    if (type == "enabled" || type == "adaptive")
+      co.thinking = true;
+    else if (type == "disabled")
+      co.thinking = false;
+    else
+      throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
   }
   ojson tools;
   if (const json* t = field(body, "tools")) tools = convert_tools(*t);
@@ -184,19 +207,25 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
   force_tool_call(ctx, tool_choice, thinking, g, ro);
   auto run = std::make_shared<Run>(ctx, std::move(g), ro);
   const std::string id = random_id("msg_");
-  const std::string model = body.contains("model") && body["model"].is_string() ? body["model"].get<std::string>()
-                                                                                 : ctx.model_id;
+  const std::string model = body.contains("model") && body["model"].is_string()
+                                ? body["model"].get<std::string>()
+                                : ctx.model_id;
   if (!stream) {
     wait_for_reply(req, *run);
     run->check_failure();
     const api::ParsedCompletion& m = run->message();
     ojson content = ojson::array();
     if (thinking && !m.reasoning_content.empty())
-      content.push_back({{"type", "thinking"}, {"thinking", strip_dsml(m.reasoning_content)}, {"signature", ""}});
+      content.push_back(
+          {{"type", "thinking"}, {"thinking", strip_dsml(m.reasoning_content)}, {"signature", ""}});
     const std::string text = strip_dsml(m.content);
-    if (!text.empty() || m.tool_calls.empty()) content.push_back({{"type", "text"}, {"text", text}});
+    if (!text.empty() || m.tool_calls.empty())
+      content.push_back({{"type", "text"}, {"text", text}});
     for (const auto& c : m.tool_calls)
-      content.push_back({{"type", "tool_use"}, {"id", c.id}, {"name", c.name}, {"input", tool_input(c.arguments)}});
+      content.push_back({{"type", "tool_use"},
+                         {"id", c.id},
+                         {"name", c.name},
+                         {"input", tool_input(c.arguments)}});
     ojson r;
     r["id"] = id;
     r["type"] = "message";
@@ -204,8 +233,10 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
     r["model"] = model;
     r["content"] = std::move(content);
     r["stop_reason"] = stop_reason(*run);
-    r["stop_sequence"] = run->stop_sequence().empty() ? ojson(nullptr) : ojson(run->stop_sequence());
-    r["usage"] = {{"input_tokens", run->prompt_tokens()}, {"output_tokens", run->completion_tokens()}};
+    r["stop_sequence"] =
+        run->stop_sequence().empty() ? ojson(nullptr) : ojson(run->stop_sequence());
+    r["usage"] = {{"input_tokens", run->prompt_tokens()},
+                  {"output_tokens", run->completion_tokens()}};
     res.set_content(r.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
     return;
   }
@@ -220,17 +251,25 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
   stream_sse(res, run, [=](std::string& out) -> bool {
     if (!st->started) {
       st->started = true;
-      ojson msg = {{"id", id}, {"type", "message"}, {"role", "assistant"}, {"model", model},
-                   {"content", ojson::array()}, {"stop_reason", nullptr}, {"stop_sequence", nullptr},
+      ojson msg = {{"id", id},
+                   {"type", "message"},
+                   {"role", "assistant"},
+                   {"model", model},
+                   {"content", ojson::array()},
+                   {"stop_reason", nullptr},
+                   {"stop_sequence", nullptr},
                    {"usage", {{"input_tokens", prompt_tokens}, {"output_tokens", 0}}}};
       out += sse_event("message_start", {{"type", "message_start"}, {"message", msg}});
     }
     auto close = [&]() {
       if (st->open.empty()) return;
       if (st->open == "thinking")
-        out += sse_event("content_block_delta", {{"type", "content_block_delta"}, {"index", st->index},
-                                                 {"delta", {{"type", "signature_delta"}, {"signature", ""}}}});
-      out += sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st->index}});
+        out += sse_event("content_block_delta",
+                         {{"type", "content_block_delta"},
+                          {"index", st->index},
+                          {"delta", {{"type", "signature_delta"}, {"signature", ""}}}});
+      out +=
+          sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st->index}});
       st->open.clear();
     };
     auto open = [&](const std::string& kind) {
@@ -240,31 +279,42 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
       st->open = kind;
       ojson block = kind == "thinking" ? ojson{{"type", "thinking"}, {"thinking", ""}}
                                        : ojson{{"type", "text"}, {"text", ""}};
-      out += sse_event("content_block_start",
-                       {{"type", "content_block_start"}, {"index", st->index}, {"content_block", block}});
+      out += sse_event(
+          "content_block_start",
+          {{"type", "content_block_start"}, {"index", st->index}, {"content_block", block}});
     };
     std::vector<RunEvent> evs;
     const bool fin = run->poll(evs, std::chrono::milliseconds(100));
     for (auto& e : evs) {
       if (e.type == RunEvent::Type::kReasoning) {
         open("thinking");
-        out += sse_event("content_block_delta", {{"type", "content_block_delta"}, {"index", st->index},
-                                                 {"delta", {{"type", "thinking_delta"}, {"thinking", e.text}}}});
+        out += sse_event("content_block_delta",
+                         {{"type", "content_block_delta"},
+                          {"index", st->index},
+                          {"delta", {{"type", "thinking_delta"}, {"thinking", e.text}}}});
       } else if (e.type == RunEvent::Type::kContent) {
         open("text");
-        out += sse_event("content_block_delta", {{"type", "content_block_delta"}, {"index", st->index},
-                                                 {"delta", {{"type", "text_delta"}, {"text", e.text}}}});
+        out += sse_event("content_block_delta",
+                         {{"type", "content_block_delta"},
+                          {"index", st->index},
+                          {"delta", {{"type", "text_delta"}, {"text", e.text}}}});
       } else {
         close();
         ++st->index;
-        out += sse_event("content_block_start",
-                         {{"type", "content_block_start"}, {"index", st->index},
-                          {"content_block", {{"type", "tool_use"}, {"id", e.tool_id}, {"name", e.tool_name},
-                                             {"input", ojson::object()}}}});
-        out += sse_event("content_block_delta",
-                         {{"type", "content_block_delta"}, {"index", st->index},
-                          {"delta", {{"type", "input_json_delta"}, {"partial_json", e.tool_args}}}});
-        out += sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st->index}});
+        out += sse_event("content_block_start", {{"type", "content_block_start"},
+                                                 {"index", st->index},
+                                                 {"content_block",
+                                                  {{"type", "tool_use"},
+                                                   {"id", e.tool_id},
+                                                   {"name", e.tool_name},
+                                                   {"input", ojson::object()}}}});
+        out +=
+            sse_event("content_block_delta",
+                      {{"type", "content_block_delta"},
+                       {"index", st->index},
+                       {"delta", {{"type", "input_json_delta"}, {"partial_json", e.tool_args}}}});
+        out +=
+            sse_event("content_block_stop", {{"type", "content_block_stop"}, {"index", st->index}});
       }
     }
     if (!fin) return true;
@@ -272,18 +322,21 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
       run->check_failure();
     } catch (const ApiError& e) {
       close();
-      out += sse_event("error", {{"type", "error"},
-                                 {"error", {{"type", error_type_for(e.status)}, {"message", e.what()}}}});
+      out += sse_event("error",
+                       {{"type", "error"},
+                        {"error", {{"type", error_type_for(e.status)}, {"message", e.what()}}}});
       return false;
     }
     if (st->index < 0) open("text");  // always at least one block
     close();
-    out += sse_event("message_delta",
-                     {{"type", "message_delta"},
-                      {"delta", {{"stop_reason", stop_reason(*run)},
-                                 {"stop_sequence", run->stop_sequence().empty() ? ojson(nullptr)
-                                                                                 : ojson(run->stop_sequence())}}},
-                      {"usage", {{"output_tokens", run->completion_tokens()}}}});
+    out += sse_event(
+        "message_delta",
+        {{"type", "message_delta"},
+         {"delta",
+          {{"stop_reason", stop_reason(*run)},
+           {"stop_sequence",
+            run->stop_sequence().empty() ? ojson(nullptr) : ojson(run->stop_sequence())}}},
+         {"usage", {{"output_tokens", run->completion_tokens()}}}});
     out += sse_event("message_stop", {{"type", "message_stop"}});
     return false;
   });

@@ -19,13 +19,25 @@ namespace dsv4::server {
 
 std::string error_type_for(int status) {
   switch (status) {
-    case 400: case 404: case 405: case 413: case 422: return "invalid_request_error";
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 408: case 504: return "timeout_error";
-    case 429: return "rate_limit_error";
-    case 503: return "overloaded_error";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    case 400:
+    case 404:
+    case 405:
+    case 413:
+    case 422:
+      return "invalid_request_error";
+    case 401:
+      return "authentication_error";
+    case 403:
+      return "permission_error";
+    case 408:
+    case 504:
+      return "timeout_error";
+    case 429:
+      return "rate_limit_error";
+    case 503:
+      return "overloaded_error";
+    default:
+      return status >= 500 ? "server_error" : "invalid_request_error";
   }
 }
 
@@ -87,14 +99,17 @@ int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64
       throw ApiError(400, std::string("'") + key + "' is too large", key);
     x = v->get<int64_t>();
   } else if (v->is_number_float() && std::isfinite(v->get<double>()) &&
-             v->get<double>() == std::floor(v->get<double>()) && std::fabs(v->get<double>()) < 9e15) {
+             v->get<double>() == std::floor(v->get<double>()) &&
+             std::fabs(v->get<double>()) < 9e15) {
     x = static_cast<int64_t>(v->get<double>());
   } else {
     throw ApiError(400, std::string("'") + key + "' must be an integer", key);
   }
   if (x < lo || x > hi)
-    throw ApiError(400, std::string("'") + key + "' must be in [" + std::to_string(lo) + ", " +
-                            std::to_string(hi) + "], got " + std::to_string(x), key);
+    throw ApiError(400,
+                   std::string("'") + key + "' must be in [" + std::to_string(lo) + ", " +
+                       std::to_string(hi) + "], got " + std::to_string(x),
+                   key);
   return x;
 }
 
@@ -119,16 +134,20 @@ std::vector<std::string> get_stops(const json& body, const char* key) {
   if (v->is_string()) {
     out.push_back(v->get<std::string>());
   } else if (v->is_array()) {
-    if (v->size() > 16) throw ApiError(400, std::string("'") + key + "' has more than 16 entries", key);
+    if (v->size() > 16)
+      throw ApiError(400, std::string("'") + key + "' has more than 16 entries", key);
     for (const auto& s : *v) {
-      if (!s.is_string()) throw ApiError(400, std::string("'") + key + "' must be a string or a list of strings", key);
+      if (!s.is_string())
+        throw ApiError(400, std::string("'") + key + "' must be a string or a list of strings",
+                       key);
       out.push_back(s.get<std::string>());
     }
   } else {
     throw ApiError(400, std::string("'") + key + "' must be a string or a list of strings", key);
   }
   for (auto& s : out)
-    if (s.size() > 1024) throw ApiError(400, std::string("'") + key + "' entry longer than 1024 bytes", key);
+    if (s.size() > 1024)
+      throw ApiError(400, std::string("'") + key + "' entry longer than 1024 bytes", key);
   out.erase(std::remove_if(out.begin(), out.end(), [](const std::string& s) { return s.empty(); }),
             out.end());
   return out;
@@ -153,11 +172,12 @@ void read_sampling(const json& body, SamplingParams& sp) {
   sp.min_p = static_cast<float>(get_number(body, "min_p", 0, 1, 0));
   sp.presence_penalty = static_cast<float>(get_number(body, "presence_penalty", -2, 2, 0));
   sp.frequency_penalty = static_cast<float>(get_number(body, "frequency_penalty", -2, 2, 0));
-  sp.repeat_penalty = static_cast<float>(get_number(body, "repetition_penalty", 0.01, 10,
-                                                    get_number(body, "repeat_penalty", 0.01, 10, 1)));
+  sp.repeat_penalty = static_cast<float>(get_number(
+      body, "repetition_penalty", 0.01, 10, get_number(body, "repeat_penalty", 0.01, 10, 1)));
   if (const json* s = field(body, "seed")) {
     if (!s->is_number_integer()) throw ApiError(400, "'seed' must be an integer", "seed");
-    sp.seed = s->is_number_unsigned() ? s->get<uint64_t>() : static_cast<uint64_t>(s->get<int64_t>());
+    sp.seed =
+        s->is_number_unsigned() ? s->get<uint64_t>() : static_cast<uint64_t>(s->get<int64_t>());
     if (sp.seed == 0xFFFFFFFFFFFFFFFFull) sp.seed = 0xFFFFFFFFFFFFFFFEull;
   }
 }
@@ -234,7 +254,8 @@ void finish_request(Ctx& ctx, const json& body, GenRequest& req) {
   req.timeout_s = ctx.opts.timeout_s;
   if (ctx.opts.test_hooks) {
     if (const json* f = field(body, "dsv4_force_output")) {
-      if (!f->is_string()) throw ApiError(400, "'dsv4_force_output' must be a string", "dsv4_force_output");
+      if (!f->is_string())
+        throw ApiError(400, "'dsv4_force_output' must be a string", "dsv4_force_output");
       req.force = true;
       req.forced = ctx.tok->encode(f->get<std::string>());
     }
@@ -382,8 +403,9 @@ std::vector<LogprobEntry> Run::take_logprobs() {
 void Run::check_failure() const {
   if (!finished_) return;
   if (done_.timed_out)
-    throw ApiError(504, "the request ran past the server's time limit of " +
-                            std::to_string(static_cast<int64_t>(ctx_.opts.timeout_s)) + " s",
+    throw ApiError(504,
+                   "the request ran past the server's time limit of " +
+                       std::to_string(static_cast<int64_t>(ctx_.opts.timeout_s)) + " s",
                    "", "timeout_error", "timeout");
   if (!done_.error.empty()) throw ApiError(500, done_.error, "", "server_error");
 }
@@ -490,7 +512,8 @@ void stream_sse(httplib::Response& res, std::shared_ptr<Run> run,
   res.set_header("Cache-Control", "no-cache");
   res.set_header("X-Accel-Buffering", "no");
   auto done = std::make_shared<bool>(false);
-  auto last_write = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  auto last_write =
+      std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
   res.set_chunked_content_provider(
       "text/event-stream",
       [run, step, done, last_write](size_t, httplib::DataSink& sink) -> bool {

@@ -43,7 +43,8 @@ ojson convert_openai_messages(const json& messages) {
         if (!part.is_object()) throw ApiError(400, pw + " must be an object", "messages");
         const std::string type = part.value("type", "");
         if (type != "text" && type != "input_text" && type != "output_text")
-          throw ApiError(400, pw + ": content part type \"" + type + "\" is not supported (text only)",
+          throw ApiError(400,
+                         pw + ": content part type \"" + type + "\" is not supported (text only)",
                          "messages");
         const json* t = field(part, "text");
         if (!t || !t->is_string()) throw ApiError(400, pw + ".text must be a string", "messages");
@@ -51,7 +52,8 @@ ojson convert_openai_messages(const json& messages) {
       }
       o["content"] = text;
     } else {
-      throw ApiError(400, w + ".content must be a string, a list of text parts or null", "messages");
+      throw ApiError(400, w + ".content must be a string, a list of text parts or null",
+                     "messages");
     }
     if (r == "assistant") {
       for (const char* k : {"reasoning_content", "reasoning"}) {
@@ -68,9 +70,11 @@ ojson convert_openai_messages(const json& messages) {
           const std::string cw = w + ".tool_calls[" + std::to_string(k) + "]";
           if (!c.is_object()) throw ApiError(400, cw + " must be an object", "messages");
           const json* fn = field(c, "function");
-          if (!fn || !fn->is_object()) throw ApiError(400, cw + ".function must be an object", "messages");
+          if (!fn || !fn->is_object())
+            throw ApiError(400, cw + ".function must be an object", "messages");
           const json* name = field(*fn, "name");
-          if (!name || !name->is_string()) throw ApiError(400, cw + ".function.name must be a string", "messages");
+          if (!name || !name->is_string())
+            throw ApiError(400, cw + ".function.name must be a string", "messages");
           ojson call;
           call["id"] = c.value("id", "");
           if (!call["id"].is_string()) throw ApiError(400, cw + ".id must be a string", "messages");
@@ -78,20 +82,25 @@ ojson convert_openai_messages(const json& messages) {
           ojson f;
           f["name"] = *name;
           const json* args = field(*fn, "arguments");
-          if (!args) f["arguments"] = "{}";
-          else if (args->is_string() || args->is_object()) f["arguments"] = *args;
-          else throw ApiError(400, cw + ".function.arguments must be a JSON string", "messages");
+          if (!args)
+            f["arguments"] = "{}";
+          else if (args->is_string() || args->is_object())
+            f["arguments"] = *args;
+          else
+            throw ApiError(400, cw + ".function.arguments must be a JSON string", "messages");
           call["function"] = std::move(f);
           calls.push_back(std::move(call));
         }
         if (!calls.empty()) o["tool_calls"] = std::move(calls);
       }
-      if (const json* p = field(m, "prefix"); p && p->is_boolean() && p->get<bool>() && i + 1 == messages.size())
+      if (const json* p = field(m, "prefix");
+          p && p->is_boolean() && p->get<bool>() && i + 1 == messages.size())
         o["wo_eos"] = true;  // DeepSeek "prefix" completion: continue this assistant message
     }
     if (r == "tool") {
       const json* id = field(m, "tool_call_id");
-      if (!id || !id->is_string()) throw ApiError(400, w + ".tool_call_id must be a string", "messages");
+      if (!id || !id->is_string())
+        throw ApiError(400, w + ".tool_call_id must be a string", "messages");
       o["tool_call_id"] = *id;
     }
     out.push_back(std::move(o));
@@ -107,7 +116,8 @@ ojson convert_openai_tools(const json& tools, const std::string& param) {
     const std::string w = param + "[" + std::to_string(i) + "]";
     if (!t.is_object()) throw ApiError(400, w + " must be an object", param);
     const std::string type = t.value("type", "function");
-    if (type != "function") throw ApiError(400, w + ": only tools of type \"function\" are supported", param);
+    if (type != "function")
+      throw ApiError(400, w + ": only tools of type \"function\" are supported", param);
     const json* fn = field(t, "function");
     ojson f;
     if (fn) {  // Chat Completions shape
@@ -133,7 +143,8 @@ ojson convert_openai_tools(const json& tools, const std::string& param) {
 void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
   co.thinking = ctx.opts.default_thinking;
   if (const json* re = field(body, "reasoning_effort")) {
-    if (!re->is_string()) throw ApiError(400, "'reasoning_effort' must be a string", "reasoning_effort");
+    if (!re->is_string())
+      throw ApiError(400, "'reasoning_effort' must be a string", "reasoning_effort");
     const std::string s = re->get<std::string>();
     if (s == "none" || s == "minimal") {
       co.thinking = false;
@@ -151,7 +162,8 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
     if (const json* e = field(*r, "effort")) {
       if (!e->is_string()) throw ApiError(400, "'reasoning.effort' must be a string", "reasoning");
       const std::string s = e->get<std::string>();
-      if (s == "none" || s == "minimal") co.thinking = false;
+      if (s == "none" || s == "minimal")
+        co.thinking = false;
       else {
         try {
           co.reasoning_effort = api::parse_reasoning_effort(s);
@@ -165,12 +177,16 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
   if (const json* t = field(body, "thinking")) {
     if (!t->is_object()) throw ApiError(400, "'thinking' must be an object", "thinking");
     const std::string type = t->value("type", "");
-    if (type == "enabled") co.thinking = true;
-    else if (type == "disabled") co.thinking = false;
-    else throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
+    if (type == "enabled")
+      co.thinking = true;
+    else if (type == "disabled")
+      co.thinking = false;
+    else
+      throw ApiError(400, "'thinking.type' must be \"enabled\" or \"disabled\"", "thinking");
   }
   if (const json* k = field(body, "chat_template_kwargs")) {
-    if (!k->is_object()) throw ApiError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs");
+    if (!k->is_object())
+      throw ApiError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs");
     for (const char* key : {"thinking", "enable_thinking"}) {
       if (const json* v = field(*k, key)) {
         if (!v->is_boolean())
@@ -181,7 +197,8 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
     }
     if (const json* v = field(*k, "reasoning_effort")) {
       if (!v->is_string())
-        throw ApiError(400, "'chat_template_kwargs.reasoning_effort' must be a string", "chat_template_kwargs");
+        throw ApiError(400, "'chat_template_kwargs.reasoning_effort' must be a string",
+                       "chat_template_kwargs");
       try {
         co.reasoning_effort = api::parse_reasoning_effort(v->get<std::string>());
       } catch (const Error& e) {
@@ -344,7 +361,8 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   reject_n(body);
   const json* msgs = field(body, "messages");
   if (!msgs) throw ApiError(400, "'messages' is required", "messages");
-  if (field(body, "model") && !body["model"].is_string()) throw ApiError(400, "'model' must be a string", "model");
+  if (field(body, "model") && !body["model"].is_string())
+    throw ApiError(400, "'model' must be a string", "model");
   ojson messages = convert_openai_messages(*msgs);
   api::ChatOptions co;
   read_thinking(ctx, body, co);
@@ -353,20 +371,26 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   const ToolChoice tool_choice = read_tool_choice(body, std::move(tools));
   co.tools = tool_choice.tools;
   if (const json* rf = field(body, "response_format")) {
-    if (!rf->is_object()) throw ApiError(400, "'response_format' must be an object", "response_format");
+    if (!rf->is_object())
+      throw ApiError(400, "'response_format' must be an object", "response_format");
     const std::string type = rf->value("type", "text");
-    if (type == "json_schema" || type == "json_object") co.response_format = *rf;
-    else if (type != "text") throw ApiError(400, "'response_format.type' must be text, json_object or json_schema", "response_format");
+    if (type == "json_schema" || type == "json_object")
+      co.response_format = *rf;
+    else if (type != "text")
+      throw ApiError(400, "'response_format.type' must be text, json_object or json_schema",
+                     "response_format");
   }
   const bool stream = get_bool(body, "stream", false);
   bool include_usage = false;
   if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    if (!so->is_object())
+      throw ApiError(400, "'stream_options' must be an object", "stream_options");
     include_usage = get_bool(*so, "include_usage", false);
   }
   GenRequest g;
   read_sampling(body, g.sampling);
-  g.gen.max_tokens = static_cast<int>(read_max_tokens(body, {"max_tokens", "max_completion_tokens"}));
+  g.gen.max_tokens =
+      static_cast<int>(read_max_tokens(body, {"max_tokens", "max_completion_tokens"}));
   g.gen.stop = get_stops(body, "stop");
   g.gen.skip_special = false;  // </think> and DSML markers must reach the output parser
   const bool logprobs = get_bool(body, "logprobs", false);
@@ -403,7 +427,8 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
     ojson choice;
     choice["index"] = 0;
     choice["message"] = message_json(*run, thinking);
-    choice["logprobs"] = logprobs ? openai_logprobs(*ctx.tok, run->take_logprobs()) : ojson(nullptr);
+    choice["logprobs"] =
+        logprobs ? openai_logprobs(*ctx.tok, run->take_logprobs()) : ojson(nullptr);
     choice["finish_reason"] = run->finish_reason();
     r["choices"] = ojson::array({choice});
     r["usage"] = usage_json(*run);
@@ -527,10 +552,12 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
   auto ids_from = [&](const json& arr) {
     std::vector<int32_t> ids;
     for (const auto& x : arr) {
-      if (!x.is_number_integer()) throw ApiError(400, "'prompt' token ids must be integers", "prompt");
+      if (!x.is_number_integer())
+        throw ApiError(400, "'prompt' token ids must be integers", "prompt");
       const int64_t v = x.get<int64_t>();
       if (v < 0 || v >= static_cast<int64_t>(ctx.model->config().vocab_size))
-        throw ApiError(400, "'prompt' token id " + std::to_string(v) + " is outside the vocabulary", "prompt");
+        throw ApiError(400, "'prompt' token id " + std::to_string(v) + " is outside the vocabulary",
+                       "prompt");
       ids.push_back(static_cast<int32_t>(v));
     }
     return ids;
@@ -553,11 +580,13 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
   } else if (p->is_array() && p->size() > 1) {
     throw ApiError(400, "only one prompt per request is supported", "prompt");
   } else {
-    throw ApiError(400, "'prompt' must be a string, a list of token ids, or a list of one of those", "prompt");
+    throw ApiError(400, "'prompt' must be a string, a list of token ids, or a list of one of those",
+                   "prompt");
   }
   if (g.prompt.empty()) throw ApiError(400, "'prompt' is empty", "prompt");
   if (get_bool(body, "echo", false)) throw ApiError(400, "'echo' is not supported", "echo");
-  if (!get_string(body, "suffix", "").empty()) throw ApiError(400, "'suffix' is not supported", "suffix");
+  if (!get_string(body, "suffix", "").empty())
+    throw ApiError(400, "'suffix' is not supported", "suffix");
   read_sampling(body, g.sampling);
   g.gen.max_tokens = static_cast<int>(read_max_tokens(body, {"max_tokens"}));
   if (g.gen.max_tokens < 0) g.gen.max_tokens = 16;  // OpenAI's default for completions
@@ -568,7 +597,8 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
   const bool stream = get_bool(body, "stream", false);
   bool include_usage = false;
   if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object()) throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    if (!so->is_object())
+      throw ApiError(400, "'stream_options' must be an object", "stream_options");
     include_usage = get_bool(*so, "include_usage", false);
   }
   finish_request(ctx, body, g);
@@ -592,7 +622,8 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
     ojson choice;
     choice["text"] = run->raw_text();
     choice["index"] = 0;
-    choice["logprobs"] = lp_k >= 0 ? legacy_logprobs(*ctx.tok, run->take_logprobs(), 0) : ojson(nullptr);
+    choice["logprobs"] =
+        lp_k >= 0 ? legacy_logprobs(*ctx.tok, run->take_logprobs(), 0) : ojson(nullptr);
     choice["finish_reason"] = run->finish_reason();
     r["choices"] = ojson::array({choice});
     r["usage"] = usage_json(*run);

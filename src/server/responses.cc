@@ -9,14 +9,16 @@ namespace dsv4::server {
 
 static std::string item_text(const json& content, const std::string& where) {
   if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) throw ApiError(400, where + " must be a string or a list of parts", "input");
+  if (!content.is_array())
+    throw ApiError(400, where + " must be a string or a list of parts", "input");
   std::string out;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& p = content[i];
     const std::string type = p.is_object() ? p.value("type", "") : "";
     if (type != "input_text" && type != "output_text" && type != "text" && type != "reasoning_text")
-      throw ApiError(400, where + "[" + std::to_string(i) + "]: part type \"" + type + "\" is not supported",
-                     "input");
+      throw ApiError(
+          400, where + "[" + std::to_string(i) + "]: part type \"" + type + "\" is not supported",
+          "input");
     if (!p.contains("text") || !p["text"].is_string())
       throw ApiError(400, where + "[" + std::to_string(i) + "].text must be a string", "input");
     out += p["text"].get<std::string>();
@@ -36,10 +38,12 @@ static ojson convert_input(const json& body) {
     out.push_back({{"role", "user"}, {"content", *input}});
     return out;
   }
-  if (!input->is_array() || input->empty()) throw ApiError(400, "'input' must be a string or a non-empty list", "input");
+  if (!input->is_array() || input->empty())
+    throw ApiError(400, "'input' must be a string or a non-empty list", "input");
   std::string pending_reasoning;
   auto assistant = [&]() -> ojson& {
-    if (out.empty() || out.back().value("role", "") != "assistant") out.push_back({{"role", "assistant"}, {"content", ""}});
+    if (out.empty() || out.back().value("role", "") != "assistant")
+      out.push_back({{"role", "assistant"}, {"content", ""}});
     ojson& a = out.back();
     if (!pending_reasoning.empty()) {
       a["reasoning_content"] = pending_reasoning;
@@ -53,7 +57,8 @@ static ojson convert_input(const json& body) {
     if (!it.is_object()) throw ApiError(400, w + " must be an object", "input");
     const std::string type = it.value("type", "message");
     if (type == "message") {
-      const std::string role = it.contains("role") && it["role"].is_string() ? it["role"].get<std::string>() : "";
+      const std::string role =
+          it.contains("role") && it["role"].is_string() ? it["role"].get<std::string>() : "";
       if (role != "user" && role != "assistant" && role != "system" && role != "developer")
         throw ApiError(400, w + ".role must be user, assistant, system or developer", "input");
       if (!it.contains("content")) throw ApiError(400, w + ".content is required", "input");
@@ -73,23 +78,29 @@ static ojson convert_input(const json& body) {
       if (!name || !name->is_string() || !call_id || !call_id->is_string())
         throw ApiError(400, w + ": function_call needs string name and call_id", "input");
       const json* args = field(it, "arguments");
-      if (args && !args->is_string()) throw ApiError(400, w + ".arguments must be a string", "input");
+      if (args && !args->is_string())
+        throw ApiError(400, w + ".arguments must be a string", "input");
       ojson& a = assistant();
       if (!a.contains("tool_calls")) a["tool_calls"] = ojson::array();
-      a["tool_calls"].push_back({{"id", *call_id}, {"type", "function"},
-                                 {"function", {{"name", *name}, {"arguments", args ? *args : ojson("{}")}}}});
+      a["tool_calls"].push_back(
+          {{"id", *call_id},
+           {"type", "function"},
+           {"function", {{"name", *name}, {"arguments", args ? *args : ojson("{}")}}}});
     } else if (type == "function_call_output") {
       const json* call_id = field(it, "call_id");
-      if (!call_id || !call_id->is_string()) throw ApiError(400, w + ".call_id must be a string", "input");
+      if (!call_id || !call_id->is_string())
+        throw ApiError(400, w + ".call_id must be a string", "input");
       const json* o = field(it, "output");
       std::string text = o ? item_text(*o, w + ".output") : "";
       out.push_back({{"role", "tool"}, {"tool_call_id", *call_id}, {"content", text}});
     } else if (type == "reasoning") {
-      if (const json* c = field(it, "content")) pending_reasoning += item_text(*c, w + ".content");
+      if (const json* c = field(it, "content"))
+        pending_reasoning += item_text(*c, w + ".content");
       else if (const json* s = field(it, "summary")) {
         if (s->is_array())
           for (const auto& p : *s)
-            if (p.is_object() && p.contains("text") && p["text"].is_string()) pending_reasoning += p["text"].get<std::string>();
+            if (p.is_object() && p.contains("text") && p["text"].is_string())
+              pending_reasoning += p["text"].get<std::string>();
       }
     } else {
       throw ApiError(400, w + ": item type \"" + type + "\" is not supported", "input");
@@ -102,9 +113,12 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
   ctx.metrics.responses++;
   json body = parse_body(req);
   if (field(body, "previous_response_id"))
-    throw ApiError(400, "'previous_response_id' is not supported (the server stores no responses); send the full input",
+    throw ApiError(400,
+                   "'previous_response_id' is not supported (the server stores no responses); send "
+                   "the full input",
                    "previous_response_id");
-  if (field(body, "model") && !body["model"].is_string()) throw ApiError(400, "'model' must be a string", "model");
+  if (field(body, "model") && !body["model"].is_string())
+    throw ApiError(400, "'model' must be a string", "model");
   ojson messages = convert_input(body);
   api::ChatOptions co;
   read_thinking(ctx, body, co);
@@ -175,19 +189,26 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
     return r;
   };
   auto reasoning_item = [](const std::string& rid, const std::string& text) {
-    return ojson{{"type", "reasoning"}, {"id", rid}, {"summary", ojson::array()},
+    return ojson{{"type", "reasoning"},
+                 {"id", rid},
+                 {"summary", ojson::array()},
                  {"content", ojson::array({{{"type", "reasoning_text"}, {"text", text}}})}};
   };
-  auto message_item = [](const std::string& mid, const std::string& text, const std::string& status) {
+  auto message_item = [](const std::string& mid, const std::string& text,
+                         const std::string& status) {
     ojson parts = ojson::array();
     if (status == "completed")
       parts.push_back({{"type", "output_text"}, {"text", text}, {"annotations", ojson::array()}});
-    return ojson{{"type", "message"}, {"id", mid}, {"status", status}, {"role", "assistant"}, {"content", parts}};
+    return ojson{{"type", "message"},
+                 {"id", mid},
+                 {"status", status},
+                 {"role", "assistant"},
+                 {"content", parts}};
   };
   auto call_item = [](const std::string& fid, const std::string& call_id, const std::string& name,
                       const std::string& args, const std::string& status) {
-    return ojson{{"type", "function_call"}, {"id", fid}, {"call_id", call_id}, {"name", name},
-                 {"arguments", args}, {"status", status}};
+    return ojson{{"type", "function_call"}, {"id", fid},       {"call_id", call_id}, {"name", name},
+                 {"arguments", args},       {"status", status}};
   };
 
   if (!stream) {
@@ -198,7 +219,8 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
     if (thinking && !m.reasoning_content.empty())
       output.push_back(reasoning_item(random_id("rs_"), strip_dsml(m.reasoning_content)));
     const std::string text = strip_dsml(m.content);
-    if (!text.empty() || m.tool_calls.empty()) output.push_back(message_item(random_id("msg_"), text, "completed"));
+    if (!text.empty() || m.tool_calls.empty())
+      output.push_back(message_item(random_id("msg_"), text, "completed"));
     for (const auto& c : m.tool_calls)
       output.push_back(call_item(random_id("fc_"), c.id, c.name, c.arguments, "completed"));
     ojson r = finish_obj(*run, std::move(output));
@@ -231,17 +253,23 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
     }
     auto close = [&]() {
       if (st->open == "reasoning") {
-        ev("response.reasoning_text.done", {{"item_id", st->item_id}, {"output_index", st->out_index},
-                                            {"content_index", 0}, {"text", st->text}});
+        ev("response.reasoning_text.done", {{"item_id", st->item_id},
+                                            {"output_index", st->out_index},
+                                            {"content_index", 0},
+                                            {"text", st->text}});
         ojson item = reasoning_item(st->item_id, st->text);
         ev("response.output_item.done", {{"output_index", st->out_index}, {"item", item}});
         st->done_items.push_back(item);
       } else if (st->open == "message") {
         ojson part = {{"type", "output_text"}, {"text", st->text}, {"annotations", ojson::array()}};
-        ev("response.output_text.done", {{"item_id", st->item_id}, {"output_index", st->out_index},
-                                         {"content_index", 0}, {"text", st->text}});
-        ev("response.content_part.done", {{"item_id", st->item_id}, {"output_index", st->out_index},
-                                          {"content_index", 0}, {"part", part}});
+        ev("response.output_text.done", {{"item_id", st->item_id},
+                                         {"output_index", st->out_index},
+                                         {"content_index", 0},
+                                         {"text", st->text}});
+        ev("response.content_part.done", {{"item_id", st->item_id},
+                                          {"output_index", st->out_index},
+                                          {"content_index", 0},
+                                          {"part", part}});
         ojson item = message_item(st->item_id, st->text, "completed");
         ev("response.output_item.done", {{"output_index", st->out_index}, {"item", item}});
         st->done_items.push_back(item);
@@ -256,15 +284,20 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
       ++st->out_index;
       if (kind == "reasoning") {
         st->item_id = random_id("rs_");
-        ev("response.output_item.added",
-           {{"output_index", st->out_index},
-            {"item", {{"type", "reasoning"}, {"id", st->item_id}, {"summary", ojson::array()}, {"content", ojson::array()}}}});
+        ev("response.output_item.added", {{"output_index", st->out_index},
+                                          {"item",
+                                           {{"type", "reasoning"},
+                                            {"id", st->item_id},
+                                            {"summary", ojson::array()},
+                                            {"content", ojson::array()}}}});
       } else {
         st->item_id = random_id("msg_");
         ev("response.output_item.added", {{"output_index", st->out_index},
                                           {"item", message_item(st->item_id, "", "in_progress")}});
         ev("response.content_part.added",
-           {{"item_id", st->item_id}, {"output_index", st->out_index}, {"content_index", 0},
+           {{"item_id", st->item_id},
+            {"output_index", st->out_index},
+            {"content_index", 0},
             {"part", {{"type", "output_text"}, {"text", ""}, {"annotations", ojson::array()}}}});
       }
     };
@@ -274,19 +307,25 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
       if (e.type == RunEvent::Type::kReasoning) {
         open("reasoning");
         st->text += e.text;
-        ev("response.reasoning_text.delta", {{"item_id", st->item_id}, {"output_index", st->out_index},
-                                             {"content_index", 0}, {"delta", e.text}});
+        ev("response.reasoning_text.delta", {{"item_id", st->item_id},
+                                             {"output_index", st->out_index},
+                                             {"content_index", 0},
+                                             {"delta", e.text}});
       } else if (e.type == RunEvent::Type::kContent) {
         open("message");
         st->text += e.text;
-        ev("response.output_text.delta", {{"item_id", st->item_id}, {"output_index", st->out_index},
-                                          {"content_index", 0}, {"delta", e.text}, {"logprobs", ojson::array()}});
+        ev("response.output_text.delta", {{"item_id", st->item_id},
+                                          {"output_index", st->out_index},
+                                          {"content_index", 0},
+                                          {"delta", e.text},
+                                          {"logprobs", ojson::array()}});
       } else {
         close();
         ++st->out_index;
         const std::string fid = random_id("fc_");
-        ev("response.output_item.added", {{"output_index", st->out_index},
-                                          {"item", call_item(fid, e.tool_id, e.tool_name, "", "in_progress")}});
+        ev("response.output_item.added",
+           {{"output_index", st->out_index},
+            {"item", call_item(fid, e.tool_id, e.tool_name, "", "in_progress")}});
         ev("response.function_call_arguments.delta",
            {{"item_id", fid}, {"output_index", st->out_index}, {"delta", e.tool_args}});
         ev("response.function_call_arguments.done",
@@ -301,14 +340,16 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
       run->check_failure();
     } catch (const ApiError& e) {
       ojson r = response_obj("failed", st->done_items);
-      r["error"] = {{"code", e.code.empty() ? error_type_for(e.status) : e.code}, {"message", e.what()}};
+      r["error"] = {{"code", e.code.empty() ? error_type_for(e.status) : e.code},
+                    {"message", e.what()}};
       ev("response.failed", {{"response", r}});
       return false;
     }
     if (st->out_index < 0) open("message");
     close();
     ojson r = finish_obj(*run, st->done_items);
-    ev(r["status"] == "completed" ? "response.completed" : "response.incomplete", {{"response", r}});
+    ev(r["status"] == "completed" ? "response.completed" : "response.incomplete",
+       {{"response", r}});
     return false;
   });
 }

@@ -21,22 +21,22 @@ struct ServerOptions {
   std::string model_dir;
   std::string host = "127.0.0.1";
   int port = 8000;
-  int n_parallel = 4;        // -np
-  int64_t n_ctx = 4096;      // -c, per sequence (0: the model's maximum)
-  int threads = 0;           // -t compute threads (0: one per physical core)
-  bool pin = false;          // --pin: bind compute threads to CPUs
+  int n_parallel = 4;    // -np
+  int64_t n_ctx = 4096;  // -c, per sequence (0: the model's maximum)
+  int threads = 0;       // -t compute threads (0: one per physical core)
+  bool pin = false;      // --pin: bind compute threads to CPUs
   ModelOptions::ExpertPrefetch expert_prefetch = ModelOptions::ExpertPrefetch::kAuto;
-  int http_threads = 0;      // 0: n_parallel + max_queue + 16
-  std::string api_key;       // empty: no auth
-  std::string alias;         // model id reported (default: the model directory's name)
-  double timeout_s = 600;    // per-request limit (0: none)
-  int max_queue = 64;        // requests waiting beyond the slots before 503
+  int http_threads = 0;    // 0: n_parallel + max_queue + 16
+  std::string api_key;     // empty: no auth
+  std::string alias;       // model id reported (default: the model directory's name)
+  double timeout_s = 600;  // per-request limit (0: none)
+  int max_queue = 64;      // requests waiting beyond the slots before 503
   int prefill_chunk = 256;
   int prefill_budget = 512;  // prompt tokens per batched step
   size_t max_body_bytes = 8u << 20;
   int max_tokens_limit = 0;  // 0: no cap beyond the context
   bool default_thinking = false;
-  bool test_hooks = false;   // enables the "dsv4_force_output" request field (tests only)
+  bool test_hooks = false;  // enables the "dsv4_force_output" request field (tests only)
   bool verbose = false;
 };
 

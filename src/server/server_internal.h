@@ -34,7 +34,10 @@ using ojson = nlohmann::ordered_json;
 struct ApiError : std::runtime_error {
   ApiError(int status, const std::string& msg, std::string param = "", std::string type = "",
            std::string code = "")
-      : std::runtime_error(msg), status(status), param(std::move(param)), type(std::move(type)),
+      : std::runtime_error(msg),
+        status(status),
+        param(std::move(param)),
+        type(std::move(type)),
         code(std::move(code)) {}
   int status;
   std::string param, type, code;
@@ -98,8 +101,8 @@ struct LogprobEntry {
 };
 
 struct RunOptions {
-  bool parse = true;      // DSML / reasoning parsing (false: raw text completions)
-  bool thinking = false;  // output starts with reasoning
+  bool parse = true;              // DSML / reasoning parsing (false: raw text completions)
+  bool thinking = false;          // output starts with reasoning
   bool tool_call_forced = false;  // the output was made to open a tool call (force_tool_call)
 };
 

@@ -108,8 +108,9 @@ TEST(OutputParser, SingleCallStringAndJsonParams) {
                      block({invoke("get_weather", {param("location", "Beijing", true),
                                                    param("days", "3", false)})}) +
                      EOS;
-  check_all_splits(text, false,
-                   {"", "Let me check.", {{"get_weather", R"({"location": "Beijing", "days": 3})"}}});
+  check_all_splits(
+      text, false,
+      {"", "Let me check.", {{"get_weather", R"({"location": "Beijing", "days": 3})"}}});
 }
 
 TEST(OutputParser, ParallelCallsAfterReasoning) {
@@ -117,22 +118,26 @@ TEST(OutputParser, ParallelCallsAfterReasoning) {
       "Two cities, two calls.</think>" +
       block({invoke("get_weather", {param("location", "Paris", true)}),
              invoke("get_weather", {param("location", "東京", true)}),
-             invoke("search", {param("q", "x", true), param("opts", R"({"n": 2, "safe": true})", false),
-                               param("tags", R"(["a", "b"])", false), param("x", "null", false)})}) +
+             invoke("search",
+                    {param("q", "x", true), param("opts", R"({"n": 2, "safe": true})", false),
+                     param("tags", R"(["a", "b"])", false), param("x", "null", false)})}) +
       EOS;
-  check_all_splits(text, true,
-                   {"Two cities, two calls.",
-                    "",
-                    {{"get_weather", R"({"location": "Paris"})"},
-                     {"get_weather", R"({"location": "東京"})"},
-                     {"search", R"({"q": "x", "opts": {"n": 2, "safe": true}, "tags": ["a", "b"], "x": null})"}}});
+  check_all_splits(
+      text, true,
+      {"Two cities, two calls.",
+       "",
+       {{"get_weather", R"({"location": "Paris"})"},
+        {"get_weather", R"({"location": "東京"})"},
+        {"search",
+         R"({"q": "x", "opts": {"n": 2, "safe": true}, "tags": ["a", "b"], "x": null})"}}});
 }
 
 TEST(OutputParser, UnicodeAndEscapesInStringParams) {
   std::string v = "naïve \"quoted\" \\ back\nslash\t☀️ 😀";
   std::string text = block({invoke("write", {param("text", v, true)})}) + EOS;
-  check_all_splits(text, false,
-                   {"", "", {{"write", R"({"text": "naïve \"quoted\" \\ back\nslash\t☀️ 😀"})"}}});
+  check_all_splits(
+      text, false,
+      {"", "", {{"write", R"({"text": "naïve \"quoted\" \\ back\nslash\t☀️ 😀"})"}}});
 }
 
 TEST(OutputParser, NoArgumentCall) {
@@ -149,9 +154,8 @@ TEST(OutputParser, LookAlikeMarkupInCodeBlockStaysContent) {
 }
 
 TEST(OutputParser, TruncatedBlocksComeBackAsContent) {
-  std::string full = "Checking." +
-                     block({invoke("get_weather", {param("location", "Beijing", true),
-                                                   param("days", "3", false)})});
+  std::string full = "Checking." + block({invoke("get_weather", {param("location", "Beijing", true),
+                                                                 param("days", "3", false)})});
   // Cut anywhere inside the block: the whole block text is returned as flagged content.
   for (size_t cut = 9 + 1; cut < full.size(); ++cut) {
     std::string t = full.substr(0, cut);
@@ -177,7 +181,8 @@ TEST(OutputParser, TruncatedBlocksComeBackAsContent) {
 TEST(OutputParser, MalformedBlocksComeBackAsContent) {
   std::vector<std::string> bad = {
       block({invoke("f", {param("a", "not json", false)})}),
-      block({invoke("f", {"<" + D + "parameter name=\"a\" string=\"maybe\">1</" + D + "parameter>"})}),
+      block({invoke("f",
+                    {"<" + D + "parameter name=\"a\" string=\"maybe\">1</" + D + "parameter>"})}),
       block({invoke("f", {param("a", "1", true), param("a", "2", true)})}),
       "\n\n<" + D + "tool_calls>" + invoke("f", {}) + "\n</" + D + "tool_calls>",  // no newline
       "\n\n<" + D + "tool_calls>\nhello\n</" + D + "tool_calls>",
@@ -306,10 +311,15 @@ TEST(OutputParser, RoundTripThroughChatEncoder) {
   std::vector<std::pair<std::string, bool>> texts = {
       {"Plain answer." + EOS, false},
       {"Thinking hard.</think>Answer." + EOS, true},
-      {"Checking." + block({invoke("get_weather", {param("location", "Beijing", true),
-                                                   param("days", "3", false)})}) + EOS, false},
-      {"Plan.</think>" + block({invoke("a", {param("x", R"({"k": [1, 2.5, "s"]})", false)}),
-                                invoke("b", {}), invoke("c", {param("t", "多\n行", true)})}) + EOS,
+      {"Checking." +
+           block({invoke("get_weather",
+                         {param("location", "Beijing", true), param("days", "3", false)})}) +
+           EOS,
+       false},
+      {"Plan.</think>" +
+           block({invoke("a", {param("x", R"({"k": [1, 2.5, "s"]})", false)}), invoke("b", {}),
+                  invoke("c", {param("t", "多\n行", true)})}) +
+           EOS,
        true},
   };
   for (const auto& [text, thinking] : texts) {
@@ -336,8 +346,9 @@ TEST(OutputParser, CustomIdsAndOpenAiShape) {
   EXPECT_EQ(ev[1].type, OutputEvent::Type::kToolCallArguments);
   EXPECT_EQ(ev[1].text, R"({"a": 1})");
   p.finish();
-  EXPECT_EQ(p.message().to_openai_message(false).dump(),
-            R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_abc0","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]})");
+  EXPECT_EQ(
+      p.message().to_openai_message(false).dump(),
+      R"({"role":"assistant","content":null,"tool_calls":[{"id":"call_abc0","type":"function","function":{"name":"f","arguments":"{\"a\": 1}"}}]})");
 }
 
 TEST(OutputParser, HoldsBackOnlyPossibleMarkup) {
@@ -355,9 +366,11 @@ TEST(OutputParser, HoldsBackOnlyPossibleMarkup) {
 
 TEST(OutputParser, RandomGarbageNeverThrowsAndLosesNothing) {
   std::mt19937 rng(7);
-  std::vector<std::string> atoms = {"a", "\n", "\n\n", "<", ">", "\"", D, "tool_calls", "invoke",
-                                    " name=\"", "parameter", "string=\"true\">", "</", EOS,
-                                    "</think>", "é", "\xE4", "{", "1"};
+  std::vector<std::string> atoms = {"a",      "\n",       "\n\n",      "<",
+                                    ">",      "\"",       D,           "tool_calls",
+                                    "invoke", " name=\"", "parameter", "string=\"true\">",
+                                    "</",     EOS,        "</think>",  "é",
+                                    "\xE4",   "{",        "1"};
   for (int iter = 0; iter < 300; ++iter) {
     std::string text;
     int n = rng() % 40;

@@ -57,7 +57,8 @@ TEST(Formats, Ue8m0ScaleIsCeilPowerOfTwo) {
   EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(449.0f, BlockFormat::kFp8E4M3)), 2.0f);
   EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(6.0f, BlockFormat::kFp4E2M1)), 1.0f);
   EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(6.5f, BlockFormat::kFp4E2M1)), 2.0f);
-  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(0.0f, BlockFormat::kFp8E4M3)), std::ldexp(1.0f, -22));  // 1e-4 floor
+  EXPECT_EQ(e8m0_to_f32(ue8m0_block_scale(0.0f, BlockFormat::kFp8E4M3)),
+            std::ldexp(1.0f, -22));  // 1e-4 floor
 }
 
 TEST(Formats, Bf16RoundsToNearestEven) {
