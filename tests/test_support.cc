@@ -9,6 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <map>
+#include <mutex>
 
 namespace dsv4::test {
 
@@ -46,6 +48,59 @@ TempDir::TempDir(const std::string& tag) {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+namespace {
+
+std::string file_stamp(const std::filesystem::path& p) {
+  std::error_code ec;
+  const auto size = std::filesystem::file_size(p, ec);
+  const auto time = std::filesystem::last_write_time(p, ec);
+  if (ec) return "0";
+  return std::to_string(size) + "." + std::to_string(time.time_since_epoch().count());
+}
+
+}  // namespace
+
+const std::filesystem::path& cached_dir(
+    const std::string& key, const std::function<void(const std::filesystem::path&)>& make) {
+  namespace fs = std::filesystem;
+  static std::map<std::string, fs::path> done;
+  static std::mutex mu;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = done.find(key); it != done.end()) return it->second;
+
+  const fs::path self = fs::read_symlink("/proc/self/exe");
+  const std::string prefix = self.filename().string() + "-" + key + "-";
+  const std::string stamp =
+      std::to_string(std::hash<std::string>{}(file_stamp(self) + "/" + file_stamp(dsv4_binary())));
+  const fs::path root = fs::path(dsv4_binary()).parent_path() / "test-cache";
+  const fs::path final_dir = root / (prefix + stamp);
+  if (!fs::is_directory(final_dir)) {
+    fs::create_directories(root);
+    const fs::path tmp = root / (".tmp-" + prefix + std::to_string(getpid()));
+    fs::remove_all(tmp);
+    fs::create_directories(tmp);
+    try {
+      make(tmp);
+    } catch (...) {
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      throw;
+    }
+    std::error_code ec;
+    fs::rename(tmp, final_dir, ec);  // fails if another process got there first: use theirs
+    if (ec) fs::remove_all(tmp, ec);
+    if (!fs::is_directory(final_dir)) {
+      std::cerr << "FATAL: could not create the test cache directory " << final_dir << "\n";
+      std::exit(2);
+    }
+    for (const auto& e : fs::directory_iterator(root, ec)) {  // stale stamps of this key
+      const std::string name = e.path().filename().string();
+      if (name.rfind(prefix, 0) == 0 && e.path() != final_dir) fs::remove_all(e.path(), ec);
+    }
+  }
+  return done.emplace(key, final_dir).first->second;
 }
 
 int run_command(const std::string& cmd, std::string* output) {

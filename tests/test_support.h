@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace dsv4::test {
@@ -26,6 +27,15 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// A directory that `make(dir)` fills once per build tree and test binary, then shared by every
+// test process of that binary (ctest runs each test in its own process; regenerating a 165 MB
+// synthetic checkpoint in each, and never deleting it, once filled a CI machine's disk). It lives
+// under <build>/test-cache/<binary>-<key>-<stamp>, the stamp being the test binary's and the dsv4
+// binary's size and mtime, so a rebuild makes a fresh one and removes the stale ones. `make` runs
+// in a private directory renamed into place, so concurrent processes never see a partial one.
+const std::filesystem::path& cached_dir(
+    const std::string& key, const std::function<void(const std::filesystem::path&)>& make);
 
 // Runs a shell command, returns its exit status and captures stdout+stderr into *output.
 int run_command(const std::string& cmd, std::string* output);

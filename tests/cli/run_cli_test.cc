@@ -24,18 +24,15 @@ using test::run_command;
 
 std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 
+// Written by the command line's own `synth`, once per build tree (test::cached_dir).
 const fs::path& tiny() {
-  static test::TempDir* dir = new test::TempDir("cli-tiny");
-  static bool done = [] {
-    std::string out;
-    int rc = run_command(dsv4_binary() + " synth --preset tiny -o " + q(dir->path()) +
-                             " --tokenizer-dir " + q(test::shared_dir() / "tokenizer"),
-                         &out);
-    EXPECT_EQ(rc, 0) << out;
-    return true;
-  }();
-  (void)done;
-  return dir->path();
+  return test::cached_dir("cli-synth-tiny", [](const fs::path& out) {
+    std::string log;
+    int rc = run_command(dsv4_binary() + " synth --preset tiny -o " + q(out) + " --tokenizer-dir " +
+                             q(test::shared_dir() / "tokenizer"),
+                         &log);
+    if (rc != 0) throw std::runtime_error("dsv4 synth failed:\n" + log);
+  });
 }
 
 void expect_fails(const std::string& args, const std::string& message) {

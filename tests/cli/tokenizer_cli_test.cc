@@ -40,8 +40,8 @@ TEST(TokenizerCli, TokenizeIdsOnlyMatchesGoldenEncode) {
   for (size_t i = 0; i < cases.size(); i += 60) {
     auto in = dir.path() / "in.txt";
     write_file(in, cases[i]["text"].get<std::string>());
-    std::string out = run_ok(test::dsv4_binary() + " tokenize -m " + tok_dir() + " --ids-only - < " +
-                             in.string());
+    std::string out = run_ok(test::dsv4_binary() + " tokenize -m " + tok_dir() +
+                             " --ids-only - < " + in.string());
     EXPECT_EQ(out, cases[i]["ids"].dump() + "\n") << "i=" << i;
   }
 }
@@ -79,7 +79,9 @@ TEST(TokenizerCli, RenderMatchesGoldenChat) {
     if (!a["drop_thinking"].get<bool>()) cmd += " --keep-thinking";
     if (!a["add_default_bos_token"].get<bool>()) cmd += " --no-bos";
     EXPECT_EQ(run_ok(cmd), c["prompt"].get<std::string>()) << c["name"];
-    if (i % 4 == 0) EXPECT_EQ(run_ok(cmd + " --ids"), c["ids"].dump() + "\n") << c["name"];
+    if (i % 4 == 0) {
+      EXPECT_EQ(run_ok(cmd + " --ids"), c["ids"].dump() + "\n") << c["name"];
+    }
   }
 }
 
@@ -88,27 +90,26 @@ TEST(TokenizerCli, Errors) {
   std::string out;
   auto bad = dir.path() / "bad.txt";
   write_file(bad, std::string("ok\xC3(", 4));
-  EXPECT_EQ(test::run_command(test::dsv4_binary() + " tokenize -m " + tok_dir() + " - < " +
-                                  bad.string(),
-                              &out),
+  EXPECT_EQ(test::run_command(
+                test::dsv4_binary() + " tokenize -m " + tok_dir() + " - < " + bad.string(), &out),
             1);
   EXPECT_NE(out.find("byte offset 2"), std::string::npos) << out;
-  EXPECT_EQ(test::run_command(test::dsv4_binary() + " tokenize -m " + dir.path().string() + " hi",
-                              &out),
-            1);
+  EXPECT_EQ(
+      test::run_command(test::dsv4_binary() + " tokenize -m " + dir.path().string() + " hi", &out),
+      1);
   EXPECT_NE(out.find("tokenizer.json"), std::string::npos) << out;
   auto msgs = dir.path() / "m.json";
   write_file(msgs, R"([{"role": "robot", "content": "x"}])");
-  EXPECT_EQ(test::run_command(test::dsv4_binary() + " render -m " + tok_dir() + " --messages " +
-                                  msgs.string(),
-                              &out),
-            1);
+  EXPECT_EQ(
+      test::run_command(
+          test::dsv4_binary() + " render -m " + tok_dir() + " --messages " + msgs.string(), &out),
+      1);
   EXPECT_NE(out.find("unknown role"), std::string::npos) << out;
   EXPECT_EQ(test::run_command(test::dsv4_binary() + " detokenize -m " + tok_dir() + " 12x", &out),
             1);
-  EXPECT_EQ(test::run_command(test::dsv4_binary() + " detokenize -m " + tok_dir() + " 99999999",
-                              &out),
-            1);
+  EXPECT_EQ(
+      test::run_command(test::dsv4_binary() + " detokenize -m " + tok_dir() + " 99999999", &out),
+      1);
   EXPECT_NE(out.find("unknown token id"), std::string::npos) << out;
 }
 

@@ -10,6 +10,7 @@
 
 #include "runtime/chat_session.h"
 #include "runtime/synth.h"
+#include "synth_tiny.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -98,20 +99,7 @@ TEST_P(GoldenGreedy, FollowsReferenceThenOwnArgmax) {
 
 INSTANTIATE_TEST_SUITE_P(Tiny, GoldenGreedy, ::testing::Values("short", "long"));
 
-// A synthetic tiny model with the real tokenizer, written once for the tests below.
-const fs::path& synth_tiny() {
-  static test::TempDir* dir = new test::TempDir("gen-synth-tiny");
-  static bool done = [] {
-    SynthOptions o;
-    o.preset = "tiny";
-    o.out_dir = dir->path().string();
-    o.tokenizer_dir = (test::shared_dir() / "tokenizer").string();
-    synth_checkpoint(o);
-    return true;
-  }();
-  (void)done;
-  return dir->path();
-}
+using test::synth_tiny;
 
 TEST(Generator, SeededSamplingIsReproducible) {
   auto model = Model::load(synth_tiny().string());

@@ -17,6 +17,7 @@
 #include "model/weights.h"
 #include "numerics/formats.h"
 #include "runtime/safetensors_writer.h"
+#include "synth_tiny.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
 #include "util/thread_pool.h"
@@ -26,21 +27,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const fs::path& tiny_dir() {
-  static test::TempDir* dir = new test::TempDir("synth-tiny");
-  static bool done = [] {
-    SynthOptions o;
-    o.preset = "tiny";
-    o.out_dir = dir->path().string();
-    o.seed = 0;
-    o.tokenizer_dir = (test::shared_dir() / "tokenizer").string();
-    SynthReport r = synth_checkpoint(o);
-    EXPECT_TRUE(r.real_tokenizer);
-    return true;
-  }();
-  (void)done;
-  return dir->path();
-}
+const fs::path& tiny_dir() { return test::synth_tiny(); }
 
 TEST(Synth, TinyHasTheGoldenLayout) {
   auto ck = Checkpoint::open(tiny_dir().string());

@@ -26,7 +26,7 @@
 #include <set>
 #include <thread>
 
-#include "runtime/synth.h"
+#include "synth_tiny.h"
 #include "test_support.h"
 
 namespace dsv4 {
@@ -149,18 +149,11 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
   const int clients = env_int("DSV4_LOAD_CLIENTS", 64);
   const int total = env_int("DSV4_LOAD_REQUESTS", 2000);
   const int np = env_int("DSV4_LOAD_NP", 16);
-  std::unique_ptr<test::TempDir> tmp;
   std::string model_dir;
   if (const char* m = std::getenv("DSV4_LOAD_MODEL"); m && *m) {
     model_dir = m;
   } else {
-    tmp = std::make_unique<test::TempDir>("serve-load");
-    SynthOptions so;
-    so.preset = "tiny";
-    so.out_dir = tmp->path().string();
-    so.tokenizer_dir = (test::shared_dir() / "tokenizer").string();
-    synth_checkpoint(so);
-    model_dir = so.out_dir;
+    model_dir = test::synth_tiny().string();
   }
   // Start the server.
   int out[2];

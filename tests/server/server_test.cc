@@ -24,7 +24,7 @@
 #include "model/model.h"
 #include "runtime/generator.h"
 #include "runtime/sampler.h"
-#include "runtime/synth.h"
+#include "synth_tiny.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
 #include "util/thread_pool.h"
@@ -247,15 +247,8 @@ json weather_tools() {
 class ServerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = new test::TempDir("serve");
-    SynthOptions so;
-    so.preset = "tiny";
-    so.out_dir = dir_->path().string();
-    so.tokenizer_dir = (shared_dir() / "tokenizer").string();
-    so.threads = 2;
-    synth_checkpoint(so);
     server_ = new ServerProc();
-    server_->start({"-m", dir_->path().string(), "--port", "0", "-np", "4", "-c",
+    server_->start({"-m", model_dir().string(), "--port", "0", "-np", "4", "-c",
                     std::to_string(kCtx), "-t", "2", "--api-key", kKey, "--test-hooks", "--timeout",
                     "120", "--max-body", "1000000", "--alias", "tiny-test"});
   }
@@ -267,15 +260,13 @@ class ServerTest : public ::testing::Test {
     ref_model_ = nullptr;
     delete ref_tok_;
     ref_tok_ = nullptr;
-    delete dir_;
-    dir_ = nullptr;
   }
   static int port() { return server_->port; }
 
   static void load_ref() {
     if (ref_model_) return;
-    ref_tok_ = new tok::Tokenizer(tok::Tokenizer::load(dir_->path()));
-    ref_model_ = Model::load(dir_->path().string()).release();
+    ref_tok_ = new tok::Tokenizer(tok::Tokenizer::load(model_dir()));
+    ref_model_ = Model::load(model_dir().string()).release();
   }
   // Greedy text of the generator on `ids` (what `dsv4 run --temp 0` prints).
   static std::string ref_text(const std::vector<int32_t>& ids, int max_tokens, bool skip_special) {
@@ -297,12 +288,11 @@ class ServerTest : public ::testing::Test {
     return api::parse_completion(ref_text(ids, max_tokens, false), false).content;
   }
 
-  static test::TempDir* dir_;
+  static const std::filesystem::path& model_dir() { return test::synth_tiny(); }
   static ServerProc* server_;
   static Model* ref_model_;
   static tok::Tokenizer* ref_tok_;
 };
-test::TempDir* ServerTest::dir_ = nullptr;
 ServerProc* ServerTest::server_ = nullptr;
 Model* ServerTest::ref_model_ = nullptr;
 tok::Tokenizer* ServerTest::ref_tok_ = nullptr;
@@ -418,7 +408,7 @@ TEST_F(ServerTest, ChatGreedyMatchesGeneratorStreamAndNot) {
   EXPECT_EQ(ch["message"]["content"], expected);
   // …and what `dsv4 run` prints for the same prompt (one trailing newline added by the CLI).
   std::string cli_out;
-  const int rc = test::run_command("( " + test::dsv4_binary() + " run -m " + dir_->path().string() +
+  const int rc = test::run_command("( " + test::dsv4_binary() + " run -m " + model_dir().string() +
                                        " -p 'Hello there' --temp 0 -n " + std::to_string(n) +
                                        " -c " + std::to_string(kCtx) + " -t 2 2>/dev/null )",
                                    &cli_out);
@@ -1173,16 +1163,9 @@ TEST_F(ServerTest, MetricsExposition) {
 
 // A second server with one slot, a queue of one and a short time limit.
 TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
-  test::TempDir dir("serve-limits");
-  SynthOptions so;
-  so.preset = "tiny";
-  so.out_dir = dir.path().string();
-  so.tokenizer_dir = (shared_dir() / "tokenizer").string();
-  so.threads = 2;
-  synth_checkpoint(so);
   ServerProc srv;
-  srv.start({"-m", dir.path().string(), "--port", "0", "-np", "1", "--queue", "1", "-c", "4096",
-             "-t", "2", "--timeout", "10"});
+  srv.start({"-m", test::synth_tiny().string(), "--port", "0", "-np", "1", "--queue", "1", "-c",
+             "4096", "-t", "2", "--timeout", "10"});
   auto body = [](int n) {
     return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
                 {"max_tokens", n},
@@ -1219,16 +1202,9 @@ TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
 
 // Randomized bodies: mutated valid requests must give 2xx/4xx, never a crash or a hang.
 TEST(ServerFuzz, RandomizedBodiesNeverCrash) {
-  test::TempDir dir("serve-fuzz");
-  SynthOptions so;
-  so.preset = "tiny";
-  so.out_dir = dir.path().string();
-  so.tokenizer_dir = (shared_dir() / "tokenizer").string();
-  so.threads = 2;
-  synth_checkpoint(so);
   ServerProc srv;
-  srv.start(
-      {"-m", dir.path().string(), "--port", "0", "-np", "2", "-c", "512", "-t", "2", "-n", "3"});
+  srv.start({"-m", test::synth_tiny().string(), "--port", "0", "-np", "2", "-c", "512", "-t", "2",
+             "-n", "3"});
   const char* env = std::getenv("DSV4_FUZZ_ITERS");
   const int iters = env ? std::atoi(env) : 400;
   std::mt19937 rng(12345);
