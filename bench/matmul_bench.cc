@@ -1,8 +1,9 @@
-// Microbenchmarks of matmul() at DeepSeek-V4-Flash shapes, per weight format, n ∈ {1,4,16,512},
-// 1 and 2 threads. Counters: "GB/s" = weight bytes streamed per second (the decode roofline
-// quantity; several copies of the matrix are cycled so they come from DRAM, not cache) and
-// "GFLOP/s" = 2·rows·cols·n per second. Run: ./matmul_bench [--benchmark_filter=...]
-// Also registers the membench roofline numbers (read-only / triad GB/s, peak FMA FLOP/s).
+// Microbenchmarks of matmul() at DeepSeek-V4-Flash shapes, per weight format, n ∈
+// {1,4,16,32,96,192,512} (96 ≈ tokens per routed expert in a 512-token prefill), 1 and 2 threads.
+// Counters: "GB/s" = weight bytes streamed per second (the decode roofline quantity; several copies
+// of the matrix are cycled so they come from DRAM, not cache) and "GFLOP/s" = 2·rows·cols·n per
+// second. Run: ./matmul_bench [--benchmark_filter=...] Also registers the membench roofline numbers
+// (read-only / triad GB/s, peak FMA FLOP/s).
 
 #include <benchmark/benchmark.h>
 
@@ -63,8 +64,12 @@ Weights make_weights(const Case& c, size_t copies) {
     v.cols = c.cols;
     size_t nbytes = 0, nscales = 0;
     switch (c.fmt) {
-      case WeightFormat::kF32: nbytes = c.rows * c.cols * 4; break;
-      case WeightFormat::kBF16: nbytes = c.rows * c.cols * 2; break;
+      case WeightFormat::kF32:
+        nbytes = c.rows * c.cols * 4;
+        break;
+      case WeightFormat::kBF16:
+        nbytes = c.rows * c.cols * 2;
+        break;
       case WeightFormat::kFp8Block128:
         nbytes = c.rows * c.cols;
         v.scale_stride = (c.cols + 127) / 128;
@@ -80,7 +85,7 @@ Weights make_weights(const Case& c, size_t copies) {
     for (size_t i = 0; i < nbytes; i += 8) {
       uint64_t r = next(s);
       if (c.fmt == WeightFormat::kFp8Block128) r &= 0xbebebebebebebebeull;  // no 0x7f/0xff
-      if (c.fmt == WeightFormat::kF32) r &= 0x3fff'ffff'3fff'ffffull;        // finite, |x| < 2
+      if (c.fmt == WeightFormat::kF32) r &= 0x3fff'ffff'3fff'ffffull;       // finite, |x| < 2
       if (c.fmt == WeightFormat::kBF16) r &= 0x3fff'3fff'3fff'3fffull;
       std::memcpy(d.get() + i, &r, std::min<size_t>(8, nbytes - i));
     }
@@ -99,8 +104,8 @@ void BM_Matmul(benchmark::State& state, Case c) {
   const size_t n = static_cast<size_t>(state.range(0));
   const int threads = static_cast<int>(state.range(1));
   ThreadPool pool(threads);
-  const size_t one = make_weights({c.name, c.fmt, 128, c.cols}, 1).views[0].bytes() *
-                     (c.rows / 128);
+  const size_t one =
+      make_weights({c.name, c.fmt, 128, c.cols}, 1).views[0].bytes() * (c.rows / 128);
   // GEMV cycles ≥ 512 MB of weights so they stream from DRAM; GEMM is compute bound, one copy.
   const size_t copies = n >= 16 ? 1 : std::max<size_t>(1, (512u << 20) / one);
   Weights w = make_weights(c, copies);
@@ -114,10 +119,10 @@ void BM_Matmul(benchmark::State& state, Case c) {
     k = (k + 1) % copies;
   }
   const double iters = static_cast<double>(state.iterations());
-  state.counters["GB/s"] = benchmark::Counter(
-      static_cast<double>(w.views[0].bytes()) * iters / 1e9, benchmark::Counter::kIsRate);
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      2.0 * c.rows * c.cols * n * iters / 1e9, benchmark::Counter::kIsRate);
+  state.counters["GB/s"] = benchmark::Counter(static_cast<double>(w.views[0].bytes()) * iters / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * c.rows * c.cols * n * iters / 1e9, benchmark::Counter::kIsRate);
   state.SetLabel(std::string(dsv4::matmul_target_name()));
 }
 
@@ -139,11 +144,15 @@ int register_all() {
   for (const Case& c : kCases) {
     auto* b = benchmark::RegisterBenchmark((std::string("matmul/") + c.name).c_str(), BM_Matmul, c);
     b->ArgNames({"n", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
-    for (int n : {1, 4, 16, 512})
+    for (int n : {1, 4, 16, 32, 96, 192, 512})
       for (int t : {1, 2}) b->Args({n, t});
   }
   benchmark::RegisterBenchmark("roofline", BM_Roofline)
-      ->ArgName("threads")->Arg(1)->Arg(2)->Iterations(1)->UseRealTime()
+      ->ArgName("threads")
+      ->Arg(1)
+      ->Arg(2)
+      ->Iterations(1)
+      ->UseRealTime()
       ->Unit(benchmark::kMillisecond);
   return 0;
 }

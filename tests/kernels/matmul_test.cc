@@ -2,6 +2,8 @@
 // row slices, n ∈ {1,2,3,5,17,64}, every SIMD target Highway compiled, and the invariance of each
 // output row to the thread count and to n (GEMV and GEMM paths agree bit for bit).
 
+#include "kernels/matmul.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,7 +14,6 @@
 #include <vector>
 
 #include "hwy/targets.h"
-#include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
@@ -199,8 +200,8 @@ TEST(Matmul, Fp8ScaleOnXFallbacks) {
 
 TEST(Matmul, Fp8NaNCodesAndScalesPropagate) {
   TestMatrix m = make_matrix(WeightFormat::kFp8Block128, 260, 200, 11);
-  m.data[5 * 200 + 7] = 0x7f;     // NaN weight in row 5
-  m.data[9 * 200 + 150] = 0xff;   // -NaN weight in row 9
+  m.data[5 * 200 + 7] = 0x7f;                    // NaN weight in row 5
+  m.data[9 * 200 + 150] = 0xff;                  // -NaN weight in row 9
   m.scales[2 * m.view.scale_stride + 1] = 0xff;  // NaN scale for rows 256.., cols 128..
   for (size_t n : {size_t{1}, size_t{17}}) {
     std::vector<float> x = random_x(n, 200, 3), y(n * 260);
@@ -258,6 +259,26 @@ TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
         ASSERT_EQ(0, std::memcmp(y.data(), base.data() + t0 * rows, y.size() * 4))
             << weight_format_name(f) << " n=" << nn << " t0=" << t0;
       }
+    }
+  }
+}
+
+// Long rows (several K blocks of the GEMM), a token count past one token block and not a
+// multiple of the micro-kernel's, and a row count not a multiple of the GEMM's row panel: the GEMM
+// gives bit for bit the row values of the GEMV.
+TEST(Matmul, GemmMatchesGemvOnLongRowsAndOddBatches) {
+  ThreadPool p2(2);
+  for (WeightFormat f : kFormats) {
+    const size_t rows = 70, cols = f == WeightFormat::kFp4Block32 ? 4322 : 4301, n = 101;
+    TestMatrix m = make_matrix(f, rows, cols, 41);
+    std::vector<float> x = random_x(n, cols, 42);
+    std::vector<float> all(n * rows);
+    matmul_simd(m.view, x.data(), cols, n, all.data(), rows, &p2, true);
+    for (size_t t0 : {size_t{0}, size_t{47}, size_t{100}}) {
+      std::vector<float> one(rows);
+      matmul_simd(m.view, x.data() + t0 * cols, cols, 1, one.data(), rows, &p2, false);
+      ASSERT_EQ(0, std::memcmp(one.data(), all.data() + t0 * rows, rows * 4))
+          << weight_format_name(f) << " token " << t0;
     }
   }
 }
