@@ -489,17 +489,21 @@ void ConvertTileT(const F& f, size_t K, size_t r0, size_t nr, size_t nv, float* 
   const size_t js = TileSliceStride(nv);
   const DF df;
   const size_t nchunks = (K + F::kC - 1) / F::kC;
+  // 16 rows are read side by side, a chunk at a time: 16 streams that the hardware prefetcher
+  // does not follow (their loads were most of the conversion time). The next 16 rows (one
+  // contiguous range) are prefetched a few lines per chunk while these are converted.
+  const size_t group_bytes = kN * static_cast<size_t>(f.row_ptr(1) - f.row_ptr(0));
+  const size_t lines_per_chunk = (group_bytes / 64 + nchunks - 1) / nchunks;
   for (size_t g = 0; g < kPanelRows / kN; ++g) {
     for (size_t i = 0; i < kN && g * kN + i < nr; ++i) f.prefetch_aux(r0 + g * kN + i);
+    const uint8_t* next = f.row_ptr(r0 + (g + 1) * kN);
     for (size_t c = 0; c < nchunks; ++c) {
+      for (size_t l = c * lines_per_chunk; l < (c + 1) * lines_per_chunk; ++l)
+        if (l * 64 < group_bytes) hwy::Prefetch(next + l * 64);
       VF w[kN][F::kVecs];
-      // 16 rows are read side by side, a chunk at a time: 16 streams that the hardware
-      // prefetcher does not follow (the weight loads were ~60 % of the conversion without this).
-      const bool line = (c * F::kChunkBytes) % 64 == 0;
       for (size_t i = 0; i < kN; ++i) {
         const size_t r = g * kN + i;
         if (r < nr) {
-          if (line) hwy::Prefetch(f.row_ptr(r0 + r) + c * F::kChunkBytes + md::kPrefetchBytes);
           DecodeChunk(f, f.row_ptr(r0 + r), r0 + r, c, K, w[i]);
         } else {
           for (size_t u = 0; u < F::kVecs; ++u) w[i][u] = hn::Zero(df);
@@ -518,22 +522,22 @@ void ConvertTileT(const F& f, size_t K, size_t r0, size_t nr, size_t nv, float* 
 }
 
 // x (packed rows of ldp floats) into xt[((j·ntg + g)·nv + v)·12 + i] for token 12g + i (groups of
-// kTT tokens, zero padded): what one micro-kernel call reads is contiguous.
-void PackXT(const float* xp, size_t ldp, size_t n, size_t nv, float* xt) {
+// kTT tokens, zero padded): what one micro-kernel call reads is contiguous. Groups [g0, g1).
+// A group's 12 token vectors (and 4 zeros) are transposed together; each j keeps 12 lanes.
+void PackXT(const float* xp, size_t ldp, size_t n, size_t nv, size_t g0, size_t g1, float* xt) {
   const size_t ntg = (n + kTT - 1) / kTT;
-  for (size_t g = 0; g < ntg; ++g)
-    for (size_t i = 0; i < kTT; ++i) {
-      const size_t t = g * kTT + i;
-      for (size_t j = 0; j < kN; ++j) {
-        float* dst = xt + ((j * ntg + g) * nv) * kTT + i;
-        if (t < n) {
-          const float* src = xp + t * ldp + j;
-          for (size_t v = 0; v < nv; ++v) dst[v * kTT] = src[v * kN];
-        } else {
-          for (size_t v = 0; v < nv; ++v) dst[v * kTT] = 0.0f;
-        }
+  for (size_t g = g0; g < g1; ++g) {
+    for (size_t v = 0; v < nv; ++v) {
+      __m512 in[kN], out[kN];
+      for (size_t i = 0; i < kN; ++i) {
+        const size_t t = g * kTT + i;
+        in[i] = i < kTT && t < n ? _mm512_loadu_ps(xp + t * ldp + v * kN) : _mm512_setzero_ps();
       }
+      Transpose16(in, out);
+      for (size_t j = 0; j < kN; ++j)
+        _mm512_mask_storeu_ps(xt + ((j * ntg + g) * nv + v) * kTT, (1u << kTT) - 1, out[j]);
     }
+  }
 }
 
 // Steps [0, ns) of one j: w = that j slice of the tile + v0·32, x = that group's xt + v0·12.
@@ -788,7 +792,12 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
     const size_t nv = Kp / kN, ntg = (n + kTT - 1) / kTT;
     thread_local md::Scratch xts;
     float* xt = xts.get(kN * ntg * nv * kTT);
-    PackXT(xp, ldp, n, nv, xt);
+    // Split over token groups: done by the calling thread alone it was ~10 % of an expert's GEMM.
+    if (pool && pool->size() > 1 && ntg > 1)
+      pool->parallel_for(ntg,
+                         [&](size_t g0, size_t g1, int) { PackXT(xp, ldp, n, nv, g0, g1, xt); });
+    else
+      PackXT(xp, ldp, n, nv, 0, ntg, xt);
     md::ParallelRows(pool, rows, kPanelRows, macs,
                      [&](size_t b, size_t e) { GemmRowsT(f, K, b, e, xt, nv, n, y, ldy); });
 #else
