@@ -313,6 +313,7 @@ void Scheduler::step(std::vector<Slot*>& active) {
       finish_slot(s, StopReason::kInterrupted, err, false, s.gen->finish(StopReason::kInterrupted));
       continue;
     }
+    sampled += static_cast<int64_t>(st.forced.size());  // output tokens too (tool_choice)
     if (st.token >= 0 || !st.text.empty()) {
       GenEvent ev;
       ev.kind = GenEvent::Kind::kToken;

@@ -873,9 +873,19 @@ TEST_F(ServerTest, ToolChoiceNamedAndRequiredForceAToolCall) {
   b["tools"] = weather_tools();
   b["tool_choice"] = named_choice("get_weather");
   b["dsv4_force_output"] = kWeatherCallRest;
+  const double predicted = metric(port(), "dsv4_tokens_predicted_total");
   Reply r = post(port(), "/v1/chat/completions", b);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  // /metrics counts the forced opener's tokens as generated, like usage does. (The counters are
+  // updated at the end of the step that sent the reply: wait for them briefly.)
+  const double used = r.j()["usage"]["completion_tokens"].get<double>();
+  double now = metric(port(), "dsv4_tokens_predicted_total");
+  for (int i = 0; i < 100 && now < predicted + used; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    now = metric(port(), "dsv4_tokens_predicted_total");
+  }
+  EXPECT_EQ(now - predicted, used);
   json ch = r.j()["choices"][0];
   EXPECT_EQ(ch["finish_reason"], "tool_calls");
   EXPECT_TRUE(ch["message"]["content"].is_null()) << r.body;
