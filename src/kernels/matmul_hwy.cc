@@ -443,9 +443,9 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 // broadcasts per step, with 16 rows in the lanes. Each lane performs exactly the FMA chain s_j of
 // its row, and the 16 partial sums are added with the pairings of SumOfLanes on AVX-512
 // (_mm512_reduce_add_ps: j+8, then j+4, j+2, j+1), so the results are bit-identical to the GEMV.
-// Replaces GemmRows on AVX-512. Measured (bench/matmul_bench, Zen 5, 1 thread, n = 512, against
-// GemmRows): BF16 118 → 159 GFLOP/s, F32 110 → 145, FP4 138 → 158. FP8 stays on its f16 GEMV,
-// which this kernel only matched within the noise.
+// Replaces GemmRows on AVX-512. Measured (bench/matmul_bench, Zen 5, 1 thread, n = 512, back to
+// back with GemmRows): BF16 151 → 173 GFLOP/s, F32 145 → 158, FP4 150 → 170 (the register-decoding
+// GEMV: 118, 110, 138). FP8 stays on its f16 GEMV, which this kernel only matched within the noise.
 #if HWY_TARGET <= HWY_AVX3
 #define DSV4_GEMM_T 1
 constexpr size_t kPanelRows = 32;     // rows per transposed tile: two vectors
