@@ -4,6 +4,7 @@
 #pragma once
 
 #include <filesystem>
+#include <stdexcept>
 
 #include "runtime/synth.h"
 #include "test_support.h"

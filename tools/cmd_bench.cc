@@ -59,8 +59,7 @@ int run_bench(int argc, char** argv) {
   size_t membench_mib = 1024, chunk = 512;
   bool json_out = false;
   app.add_option("-m,--model", model_dir, "model directory")->required();
-  app.add_option("-t,--threads", threads, "threads (default: one per physical core)");
-  app.add_flag("--pin", pin, "bind each thread to its own CPU (one per physical core first)");
+  add_thread_options(app, threads, pin);
   app.add_option("-p,--n-prompt", n_prompt, "prefill length in tokens (default 512)");
   app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
   app.add_option("--depth", depth_str,

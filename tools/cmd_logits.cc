@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "command.h"
+#include "gen_common.h"
 #include "model/model.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
@@ -54,9 +55,7 @@ int run_logits(int argc, char** argv) {
   app.add_option("--chunk", chunk, "prefill in chunks of N tokens (default: one chunk)");
   app.add_option("--decode-from", decode_from,
                  "prefill ids[0:P) then feed the rest one token at a time");
-  app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
-  app.add_flag("--pin", pin,
-               "bind each worker thread to its own CPU (one per physical core first)");
+  add_thread_options(app, threads, pin);
   app.add_flag("--exact-kv", exact_kv,
                "debug: keep KV / indexer caches in fp32 without FP8/FP4/bf16 rounding");
   try {

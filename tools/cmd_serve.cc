@@ -30,9 +30,7 @@ int run_serve(int argc, char** argv) {
   app.add_option("--parallel", o.n_parallel, "-np N: sequences decoded together (default 4)");
   app.add_option("-c,--ctx-size", o.n_ctx,
                  "context per sequence in tokens (0: model maximum; default 4096)");
-  app.add_option("-t,--threads", o.threads, "compute threads (default: one per physical core)");
-  app.add_flag("--pin", o.pin,
-               "bind each compute thread to its own CPU (one per physical core first)");
+  add_thread_options(app, o.threads, o.pin);
   add_expert_prefetch_option(app, o.expert_prefetch);
   app.add_option("--threads-http", o.http_threads,
                  "HTTP worker threads (default: np + queue + 16, at least 32)");

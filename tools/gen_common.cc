@@ -19,9 +19,7 @@ void GenFlags::add_to(CLI::App& app, bool chat) {
   app.add_option("-m,--model", model_dir,
                  "model directory (config.json, *.safetensors, tokenizer.json)")
       ->required();
-  app.add_option("-t,--threads", threads, "worker threads (default: one per physical core)");
-  app.add_flag("--pin", pin,
-               "bind each worker thread to its own CPU (one per physical core first)");
+  add_thread_options(app, threads, pin);
   app.add_option("-c,--ctx-size", n_ctx,
                  "context size in tokens (default: the model's max_position_embeddings)");
   app.add_option("-b,--batch-size", batch, "prompt tokens per prefill forward call (default 256)");
@@ -49,6 +47,12 @@ void GenFlags::add_to(CLI::App& app, bool chat) {
   app.add_flag("--exact-kv", exact_kv,
                "debug: fp32 KV cache without FP8/FP4/bf16 storage rounding");
   add_expert_prefetch_option(app, expert_prefetch);
+}
+
+void add_thread_options(CLI::App& app, int& threads, bool& pin) {
+  app.add_option("-t,--threads", threads, "compute threads (default: one per physical core)");
+  app.add_flag("--pin", pin,
+               "bind each compute thread to its own CPU (one per physical core first)");
 }
 
 void add_expert_prefetch_option(CLI::App& app, ModelOptions::ExpertPrefetch& v) {

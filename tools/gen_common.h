@@ -38,6 +38,9 @@ struct GenFlags {
   void finish();
 };
 
+// -t/--threads and --pin (ThreadPool's size and pinning), the same on every command.
+void add_thread_options(CLI::App& app, int& threads, bool& pin);
+
 // --expert-prefetch auto|on|off (ModelOptions::expert_prefetch).
 void add_expert_prefetch_option(CLI::App& app, ModelOptions::ExpertPrefetch& v);
 

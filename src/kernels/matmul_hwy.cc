@@ -482,6 +482,8 @@ HWY_INLINE void Transpose16(const __m512* in, __m512* out) {
 // a transposed block (and the slices the micro-kernel walks) do not all fall into one L1 set when
 // nv·128 bytes is a multiple of 4 KiB.
 inline size_t TileSliceStride(size_t nv) { return nv * kPanelRows + kN; }
+// Groups of kTT tokens (the last one zero padded) in the transposed x.
+inline size_t TokenGroups(size_t n) { return (n + kTT - 1) / kTT; }
 
 // Rows [r0, r0+nr) (nr ≤ 32; the rest zero) into tt[j·TileSliceStride(nv) + v·32 + r].
 template <class F>
@@ -525,7 +527,7 @@ void ConvertTileT(const F& f, size_t K, size_t r0, size_t nr, size_t nv, float* 
 // kTT tokens, zero padded): what one micro-kernel call reads is contiguous. Groups [g0, g1).
 // A group's 12 token vectors (and 4 zeros) are transposed together; each j keeps 12 lanes.
 void PackXT(const float* xp, size_t ldp, size_t n, size_t nv, size_t g0, size_t g1, float* xt) {
-  const size_t ntg = (n + kTT - 1) / kTT;
+  const size_t ntg = TokenGroups(n);
   for (size_t g = g0; g < g1; ++g) {
     for (size_t v = 0; v < nv; ++v) {
       __m512 in[kN], out[kN];
@@ -576,11 +578,11 @@ HWY_INLINE void MicroTDispatch(size_t nt, const float* w, const float* x, size_t
 template <class F>
 void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t nv, size_t n,
                float* y, size_t ldy) {
-  const size_t ntg = (n + kTT - 1) / kTT;
+  const size_t ntg = TokenGroups(n), js = TileSliceStride(nv);
   const DF df;
   const size_t acc_ts = kN * kPanelRows;  // per token: 16 j × 32 rows
   thread_local md::Scratch tile_s, acc_s;
-  float* tt = tile_s.get(kN * TileSliceStride(nv));
+  float* tt = tile_s.get(kN * js);
   float* acc = acc_s.get(kTBlockT * acc_ts);
   for (size_t rt = b; rt < e; rt += kPanelRows) {
     const size_t nr = std::min(kPanelRows, e - rt);
@@ -590,7 +592,7 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
       for (size_t v0 = 0; v0 < nv; v0 += kKBlockSteps) {
         const size_t ns = std::min(kKBlockSteps, nv - v0);
         for (size_t j = 0; j < kN; ++j) {
-          const float* wj = tt + j * TileSliceStride(nv) + v0 * kPanelRows;
+          const float* wj = tt + j * js + v0 * kPanelRows;
           for (size_t tg = 0; tg < nt; tg += kTT) {
             const float* xg = xt + ((j * ntg + (t0 + tg) / kTT) * nv + v0) * kTT;
             MicroTDispatch(std::min(kTT, nt - tg), wj, xg, ns, v0 == 0,
@@ -789,15 +791,12 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
   const size_t macs = rows * K * n;
   if (gemm) {
 #if DSV4_GEMM_T
-    const size_t nv = Kp / kN, ntg = (n + kTT - 1) / kTT;
+    const size_t nv = Kp / kN, ntg = TokenGroups(n);
     thread_local md::Scratch xts;
     float* xt = xts.get(kN * ntg * nv * kTT);
     // Split over token groups: done by the calling thread alone it was ~10 % of an expert's GEMM.
-    if (pool && pool->size() > 1 && ntg > 1)
-      pool->parallel_for(ntg,
-                         [&](size_t g0, size_t g1, int) { PackXT(xp, ldp, n, nv, g0, g1, xt); });
-    else
-      PackXT(xp, ldp, n, nv, 0, ntg, xt);
+    md::ParallelRows(pool, ntg, 1, n * Kp,
+                     [&](size_t g0, size_t g1) { PackXT(xp, ldp, n, nv, g0, g1, xt); });
     md::ParallelRows(pool, rows, kPanelRows, macs,
                      [&](size_t b, size_t e) { GemmRowsT(f, K, b, e, xt, nv, n, y, ldy); });
 #else
