@@ -1,5 +1,6 @@
 // Microbenchmarks of matmul() at DeepSeek-V4-Flash shapes, per weight format, n ∈
-// {1,4,16,32,96,192,512} (96 ≈ tokens per routed expert in a 512-token prefill), 1 and 2 threads.
+// {1,4,16,32,96,192,512} (96 ≈ tokens per routed expert in a 512-token prefill), 1 and 2 threads;
+// wq_b (K = 1024) is the widest FP8 projection and has short rows.
 // Counters: "GB/s" = weight bytes streamed per second (the decode roofline quantity; several copies
 // of the matrix are cycled so they come from DRAM, not cache) and "GFLOP/s" = 2·rows·cols·n per
 // second. Run: ./matmul_bench [--benchmark_filter=...] Also registers the membench roofline numbers
@@ -35,6 +36,7 @@ struct Case {
 // the 129,280 × 4096 output head; F32 a small projection.
 const Case kCases[] = {
     {"fp8_4096x4096", WeightFormat::kFp8Block128, 4096, 4096},
+    {"fp8_wq_b_32768x1024", WeightFormat::kFp8Block128, 32768, 1024},
     {"fp4_expert_2048x4096", WeightFormat::kFp4Block32, 2048, 4096},
     {"fp4_expert_4096x2048", WeightFormat::kFp4Block32, 4096, 2048},
     {"bf16_head_16384x4096", WeightFormat::kBF16, 16384, 4096},

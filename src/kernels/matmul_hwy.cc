@@ -86,6 +86,8 @@ constexpr size_t kTileBytes = 512 * 1024;
 // Software prefetch distance of the GEMV weight streams (several interleaved rows defeat the
 // hardware stream prefetcher's ramp-up).
 constexpr size_t kPrefetchBytes = 1024;
+// GEMV rows up to this long are prefetched a block of rows at a time (RangePrefetch).
+constexpr size_t kShortRowBytes = 4096;
 // Per row of a K block. Measured on Zen 5 (bench/matmul_bench, n = 512): K blocks of 16 KiB
 // (whole rows at V4 widths) beat 1-4 KiB ones by ~8%: the accumulator spills and restarts of
 // short blocks cost more than the L1 reuse of the x panel gains.
@@ -96,6 +98,29 @@ constexpr size_t kGemvXBlockBytes = 384 * 1024;
 inline size_t GemvTokenBlock(size_t Kp, size_t group) {
   return std::max(group, kGemvXBlockBytes / (Kp * sizeof(float)) / group * group);
 }
+
+// Prefetches a contiguous byte range (the rows a kernel works on next) spread evenly over the
+// `steps` steps of its current work. For short rows read side by side (FP4 expert rows: 1-2 KiB,
+// FP8 rows of K = 1024: 1 KiB), prefetching each row kPrefetchBytes ahead leaves the start of
+// the next block of rows uncovered; prefetching that whole block as one range instead measured
+// faster on Zen 5 (bench/matmul_bench, n = 1, back to back): FP8 32768×1024 15-17 → 20-22 GB/s
+// with 1 thread and 27-28 → 34-37 with 2, FP4 10-25 % (1 thread), FP8 4096×4096 within noise;
+// for BF16/F32 rows of 8 KiB and more it measured slower (21-22 against 23-25 GB/s).
+class RangePrefetch {
+ public:
+  RangePrefetch(const uint8_t* p, size_t bytes, size_t steps)
+      : p_(p),
+        bytes_(bytes),
+        lines_per_step_(((bytes + 63) / 64 + steps - 1) / std::max<size_t>(1, steps)) {}
+  void step(size_t s) const {
+    for (size_t l = s * lines_per_step_; l < (s + 1) * lines_per_step_; ++l)
+      if (l * 64 < bytes_) hwy::Prefetch(p_ + l * 64);
+  }
+
+ private:
+  const uint8_t* p_;
+  size_t bytes_, lines_per_step_;
+};
 
 // Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`,
 // about 8 per thread) taken from a shared counter (ThreadPool::parallel_for_dynamic): a thread
@@ -297,9 +322,13 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
     }
   };
   for (size_t r = 0; r < R; ++r) f.prefetch_aux(r0 + R + r);  // the next block's scales
+  const size_t row_bytes = static_cast<size_t>(f.row_ptr(r0 + 1) - f.row_ptr(r0));
+  const bool short_rows = row_bytes <= md::kShortRowBytes;
+  const md::RangePrefetch next(f.row_ptr(r0 + R), short_rows ? R * row_bytes : 0, nfull);
   for (size_t c = 0; c < nfull; ++c) {
     VF w[R][F::kVecs];
-    const bool pf = (c * F::kChunkBytes) % 64 == 0;  // one prefetch per cache line
+    const bool pf = !short_rows && (c * F::kChunkBytes) % 64 == 0;  // one per cache line
+    next.step(c);
     for (size_t r = 0; r < R; ++r) {
       if (pf) hwy::Prefetch(base[r] + c * F::kChunkBytes + md::kPrefetchBytes);
       f.decode(base[r] + c * F::kChunkBytes, f.aux(r0 + r, c), w[r]);
@@ -446,6 +475,7 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 // Replaces GemmRows on AVX-512. Measured (bench/matmul_bench, Zen 5, 1 thread, n = 512, back to
 // back with GemmRows): BF16 151 → 173 GFLOP/s, F32 145 → 158, FP4 150 → 170 (the register-decoding
 // GEMV: 118, 110, 138). FP8 stays on its f16 GEMV, which this kernel only matched within the noise.
+#undef DSV4_GEMM_T  // this file is compiled once per target
 #if HWY_TARGET <= HWY_AVX3
 #define DSV4_GEMM_T 1
 constexpr size_t kPanelRows = 32;     // rows per transposed tile: two vectors
@@ -495,13 +525,11 @@ void ConvertTileT(const F& f, size_t K, size_t r0, size_t nr, size_t nv, float* 
   // does not follow (their loads were most of the conversion time). The next 16 rows (one
   // contiguous range) are prefetched a few lines per chunk while these are converted.
   const size_t group_bytes = kN * static_cast<size_t>(f.row_ptr(1) - f.row_ptr(0));
-  const size_t lines_per_chunk = (group_bytes / 64 + nchunks - 1) / nchunks;
   for (size_t g = 0; g < kPanelRows / kN; ++g) {
     for (size_t i = 0; i < kN && g * kN + i < nr; ++i) f.prefetch_aux(r0 + g * kN + i);
-    const uint8_t* next = f.row_ptr(r0 + (g + 1) * kN);
+    const md::RangePrefetch next(f.row_ptr(r0 + (g + 1) * kN), group_bytes, nchunks);
     for (size_t c = 0; c < nchunks; ++c) {
-      for (size_t l = c * lines_per_chunk; l < (c + 1) * lines_per_chunk; ++l)
-        if (l * 64 < group_bytes) hwy::Prefetch(next + l * 64);
+      next.step(c);
       VF w[kN][F::kVecs];
       for (size_t i = 0; i < kN; ++i) {
         const size_t r = g * kN + i;
@@ -662,6 +690,8 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
     const uint8_t* base[R];
     for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
     const size_t nfull = K / kC;
+    const bool short_rows = K <= md::kShortRowBytes;
+    const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
     auto chunk = [&](size_t c, const uint8_t* const* ptr) HWY_ATTR {
       VF w[R][2];
       for (size_t r = 0; r < R; ++r) {
@@ -681,9 +711,10 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
     };
     for (size_t c = 0; c < nfull; ++c) {
       const uint8_t* ptr[R];
+      next.step(c);
       for (size_t r = 0; r < R; ++r) {
         ptr[r] = base[r] + c * kC;
-        if ((c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
+        if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
       }
       chunk(c, ptr);
     }
