@@ -313,6 +313,7 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
         }
         if (r.status == BlockResult::kIncomplete) return;
         if (r.status == BlockResult::kInvalid && opts_.tool_call_forced) {
+          spans_.emplace_back(settled(), std::string::npos);
           note_error("malformed DSML: " + r.reason);
           msg_.tool_calls_incomplete = true;
           for (auto& [name, args] : r.calls) emit_call(std::move(name), std::move(args), ev);
@@ -336,6 +337,7 @@ void OutputParser::process(bool at_end, std::vector<OutputEvent>& ev) {
           continue;
         }
         for (auto& [name, args] : r.calls) emit_call(std::move(name), std::move(args), ev);
+        spans_.emplace_back(settled(), settled() + r.end);
         buf_.erase(0, r.end);
         state_ = State::kAfterTools;
         continue;
@@ -375,6 +377,7 @@ std::vector<OutputEvent> OutputParser::push(std::string_view text) noexcept {
   std::vector<OutputEvent> ev;
   try {
     buf_ += text;
+    pushed_ += text.size();
     process(false, ev);
   } catch (...) {
     // Only allocation failure can get here; keep the text rather than lose it.

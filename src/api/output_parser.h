@@ -28,6 +28,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "api/chat_encoder.h"
@@ -98,6 +99,15 @@ class OutputParser {
   // Everything parsed so far (complete after finish()).
   const ParsedCompletion& message() const { return msg_; }
 
+  // Where the pushed text went, for callers that map tokens to it (logprobs), in byte offsets
+  // into the concatenation of everything pushed. The first settled() bytes are decided (released
+  // as reasoning or content, or read as markup); the rest is held back.
+  size_t settled() const { return pushed_ - buf_.size(); }
+  // The ranges [begin, end) that were read as tool calls: a tool_calls block from its opening
+  // "\n\n" to its closing tag, or, for a forced block that did not parse (see tool_call_forced),
+  // from its opening to the end (end = npos). A block returned as content is not one of them.
+  const std::vector<std::pair<size_t, size_t>>& tool_call_spans() const { return spans_; }
+
  private:
   // kDiscard: after a forced block that did not parse (see tool_call_forced).
   enum class State { kReasoning, kContent, kToolBlock, kAfterTools, kDone, kDiscard };
@@ -110,6 +120,8 @@ class OutputParser {
   State state_;
   bool content_malformed_ = false;  // set once text followed a tool_calls block
   std::string buf_;
+  size_t pushed_ = 0;
+  std::vector<std::pair<size_t, size_t>> spans_;
   ParsedCompletion msg_;
 };
 

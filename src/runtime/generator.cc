@@ -1,6 +1,7 @@
 #include "runtime/generator.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -22,6 +23,8 @@ const char* stop_reason_name(StopReason r) {
       return "context";
     case StopReason::kInterrupted:
       return "interrupted";
+    case StopReason::kHalted:
+      return "halted";
   }
   return "?";
 }
@@ -145,7 +148,30 @@ bool SequenceGenerator::release_forced(Step& step) {
     step.forced.push_back(f);
     if (emit_ends_at_stop(f, &step.text)) return false;
   }
-  return !end_at_max_tokens(&step.text);
+  if (end_at_max_tokens(&step.text)) return false;
+  if (n == p_.forced.size() && p_.after_forced) {
+    constraining_ = true;
+    constrained_.clear();
+  }
+  return true;
+}
+
+const float* SequenceGenerator::constrained_row(const float* row) {
+  const int V = model_.config().vocab_size;
+  p_.after_forced->allowed(constrained_, allowed_);
+  masked_.assign(static_cast<size_t>(V), -std::numeric_limits<float>::infinity());
+  bool any = false;
+  for (int32_t id : allowed_) {
+    if (id >= V) continue;  // the tokenizer may know ids the model's head has no row for
+    masked_[static_cast<size_t>(id)] = row[id];
+    any = true;
+  }
+  if (!any) {
+    throw Error("no token of the model's vocabulary continues the constrained output \"" +
+                constrained_ + "\" towards one of its " +
+                std::to_string(p_.after_forced->choices().size()) + " choices");
+  }
+  return masked_.data();
 }
 
 bool SequenceGenerator::emit_ends_at_stop(int32_t t, std::string* text) {
@@ -243,8 +269,14 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
     end(StopReason::kContextFull, &step.text);
     return step;
   }
-  const int32_t t = sampler_.sample(std::span<const float>(row, model_.config().vocab_size));
+  const float* sample_from = constraining_ ? constrained_row(row) : row;
+  const int32_t t =
+      sampler_.sample(std::span<const float>(sample_from, model_.config().vocab_size));
   sampler_.accept(t);
+  if (constraining_) {
+    constrained_ += p_.after_forced->token_bytes(t);
+    if (p_.after_forced->complete(constrained_)) constraining_ = false;
+  }
   generated_.push_back(t);
   ++timings_.gen_tokens;
   step.token = t;
@@ -256,6 +288,10 @@ SequenceGenerator::Step SequenceGenerator::on_logits(const float* row) {
     return step;
   }
   if (emit_ends_at_stop(t, &step.text) || end_at_max_tokens(&step.text)) return step;
+  if (p_.halt && !step.text.empty() && p_.halt(step.text)) {
+    end(StopReason::kHalted, &step.text);
+    return step;
+  }
   feed_.assign(1, t);
   if (!forced_done_ && p_.force_after >= 0 && t == p_.force_after && !p_.forced.empty()) {
     // The forced tokens go into the next forward call together with `t` (one step for all of

@@ -23,6 +23,7 @@
 #include "kv/sequence_state.h"
 #include "model/model.h"
 #include "runtime/sampler.h"
+#include "runtime/token_constraint.h"
 
 namespace dsv4 {
 
@@ -32,8 +33,10 @@ class Tokenizer;
 class StreamingDetokenizer;
 }  // namespace tok
 
-enum class StopReason { kNone, kEos, kStopString, kMaxTokens, kContextFull, kInterrupted };
-const char* stop_reason_name(StopReason r);  // "eos", "stop", "length", "context", "interrupted"
+// kHalted: GenerationParams::halt asked to end it.
+enum class StopReason { kNone, kEos, kStopString, kMaxTokens, kContextFull, kInterrupted, kHalted };
+// "eos", "stop", "length", "context", "interrupted", "halted"
+const char* stop_reason_name(StopReason r);
 
 struct GenerationParams {
   int max_tokens = -1;      // generated tokens at most (-1: until EOS or context full)
@@ -55,6 +58,15 @@ struct GenerationParams {
   // last chunk or as the token that triggered them. Cut short to fit max_tokens and the context.
   std::vector<int32_t> forced;
   int32_t force_after = -1;
+  // Constrains the tokens sampled right after `forced` (once all of it was output) until the text
+  // written since then completes one of its choices. The server makes a tool call forced by
+  // tool_choice "required" name a declared tool this way: forced ends with `name="`, the choices
+  // are the tools' `NAME">\n`.
+  std::shared_ptr<const ChoiceConstraint> after_forced;
+  // Called on the generating thread with the output text each step releases (in order, the
+  // forced tokens' included); returning true ends the generation with kHalted. The server stops
+  // a forced tool call this way as soon as its output can no longer parse.
+  std::function<bool(std::string_view text)> halt;
 };
 
 // Finds stop strings in streamed text. Text that might be the start of a stop string is held back
@@ -145,6 +157,8 @@ class SequenceGenerator {
   size_t forced_room(int64_t pos) const;
   // Appends the forced tokens just fed to the output; false when that ended the generation.
   bool release_forced(Step& step);
+  // `row` with every token that params.after_forced does not allow at this point set to -inf.
+  const float* constrained_row(const float* row);
 
   const Model& model_;
   const tok::Tokenizer* tok_;
@@ -159,6 +173,10 @@ class SequenceGenerator {
   std::vector<int32_t> feed_;  // for the next decode step: the last sampled token, then forced
   size_t release_ = 0;         // forced tokens in the item being run, output at on_logits()
   bool forced_done_ = false;   // params.forced was placed (it is used once)
+  bool constraining_ = false;  // params.after_forced is in force
+  std::string constrained_;    // token bytes sampled since it came into force
+  std::vector<int32_t> allowed_;
+  std::vector<float> masked_;
   std::string text_;
   std::unique_ptr<tok::StreamingDetokenizer> detok_;
   StopMatcher stops_;

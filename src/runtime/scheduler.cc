@@ -58,7 +58,7 @@ Scheduler::Scheduler(const Model& model, const tok::Tokenizer* tok, ThreadPool& 
     s->seq = model.new_sequence();
     slots_.push_back(std::move(s));
   }
-  forced_row_.assign(static_cast<size_t>(vocab_), -std::numeric_limits<float>::infinity());
+  forced_row_.assign(static_cast<size_t>(vocab_), 0.0f);
   stats_.n_parallel = opts_.n_parallel;
   thread_ = std::thread([this] { loop(); });
 }
@@ -297,6 +297,15 @@ void Scheduler::step(std::vector<Slot*>& active) {
       forced_tok = s.forced_pos < s.req.forced.size() ? s.req.forced[s.forced_pos++]
                                                       : model_.config().eos_token_id;
       if (forced_tok < 0 || forced_tok >= vocab_) forced_tok = model_.config().eos_token_id;
+      // The scripted token leads every other by at least 1e4, which no temperature (≤ 2) or
+      // penalty the server accepts can overturn, but the others keep the model's order: where a
+      // constraint (GenerationParams::after_forced) forbids the scripted token, the model's own
+      // choice among the allowed ones is taken, as it would be without the hook.
+      float mx = -std::numeric_limits<float>::infinity();
+      for (size_t v = 0; v < V; ++v)
+        if (std::isfinite(row[v])) mx = std::max(mx, row[v]);
+      if (!std::isfinite(mx)) mx = 0;
+      for (size_t v = 0; v < V; ++v) forced_row_[v] = row[v] - mx - 1e4f;
       forced_row_[static_cast<size_t>(forced_tok)] = 0.0f;
       use = forced_row_.data();
     }
@@ -307,8 +316,6 @@ void Scheduler::step(std::vector<Slot*>& active) {
     } catch (const std::exception& e) {
       err = e.what();
     }
-    if (forced_tok >= 0)
-      forced_row_[static_cast<size_t>(forced_tok)] = -std::numeric_limits<float>::infinity();
     if (!err.empty()) {
       finish_slot(s, StopReason::kInterrupted, err, false, s.gen->finish(StopReason::kInterrupted));
       continue;

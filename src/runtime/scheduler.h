@@ -10,8 +10,9 @@
 // deadline does the same with StopReason::kInterrupted and `timed_out` set.
 //
 // Per-sequence work (sampling, detokenizing, stop strings) is SequenceGenerator's; this file only
-// batches. A test hook (`forced`) replaces the sampled tokens by a fixed list, for exercising the
-// server's tool-call and reasoning paths with a random-weight model.
+// batches. A test hook (`forced`) replaces the sampled tokens by a fixed list (where a constraint
+// allows them), for exercising the server's tool-call and reasoning paths with a random-weight
+// model.
 #pragma once
 
 #include <atomic>
@@ -38,11 +39,11 @@ class Tokenizer;
 }
 
 struct SchedulerOptions {
-  int n_parallel = 4;           // sequences decoded together (slots)
-  int64_t n_ctx = 0;            // context per sequence (0: model max_position_embeddings)
-  int prefill_chunk = 256;      // tokens per prefill chunk of one sequence
-  int prefill_budget = 512;     // prompt tokens per step over all sequences (≥ prefill_chunk)
-  int max_queue = 64;           // waiting requests beyond the slots; more → submit() refuses
+  int n_parallel = 4;        // sequences decoded together (slots)
+  int64_t n_ctx = 0;         // context per sequence (0: model max_position_embeddings)
+  int prefill_chunk = 256;   // tokens per prefill chunk of one sequence
+  int prefill_budget = 512;  // prompt tokens per step over all sequences (≥ prefill_chunk)
+  int max_queue = 64;        // waiting requests beyond the slots; more → submit() refuses
 };
 
 struct TokenLogprob {
@@ -55,9 +56,9 @@ struct GenEvent {
   Kind kind = Kind::kToken;
   // kToken
   int32_t token = -1;
-  std::string text;  // text released by this token (stop-string safe, valid UTF-8)
-  float logprob = 0;                 // when logprobs were asked for
-  std::vector<TokenLogprob> top;     // top_logprobs alternatives
+  std::string text;               // text released by this token (stop-string safe, valid UTF-8)
+  float logprob = 0;              // when logprobs were asked for
+  std::vector<TokenLogprob> top;  // top_logprobs alternatives
   // kDone
   StopReason stop = StopReason::kNone;
   bool timed_out = false;
@@ -69,11 +70,13 @@ struct GenEvent {
 struct GenRequest {
   std::vector<int32_t> prompt;
   SamplingParams sampling;
-  GenerationParams gen;         // n_ctx / prefill_chunk are taken from the scheduler
-  int logprobs = -1;            // -1: none; k ≥ 0: the token's logprob and the top k
-  std::vector<int32_t> forced;  // test hook: emit exactly these tokens (then EOS)
+  GenerationParams gen;  // n_ctx / prefill_chunk are taken from the scheduler
+  int logprobs = -1;     // -1: none; k ≥ 0: the token's logprob and the top k
+  // Test hook: emit these tokens (then EOS) instead of sampling, unless gen.after_forced
+  // forbids one (the model's choice among the allowed tokens is taken then).
+  std::vector<int32_t> forced;
   bool force = false;
-  double timeout_s = 0;         // 0: none
+  double timeout_s = 0;  // 0: none
 };
 
 class RequestHandle {
@@ -96,10 +99,10 @@ class RequestHandle {
 };
 
 struct SchedulerStats {
-  int active = 0;        // sequences in slots
-  int queued = 0;        // waiting for a slot
+  int active = 0;  // sequences in slots
+  int queued = 0;  // waiting for a slot
   int n_parallel = 0;
-  size_t kv_bytes = 0;   // KV/state memory of the active sequences
+  size_t kv_bytes = 0;  // KV/state memory of the active sequences
   uint64_t requests_done = 0, requests_cancelled = 0, requests_timed_out = 0;
   uint64_t prompt_tokens = 0, gen_tokens = 0;
   double prompt_s = 0, gen_s = 0;  // forward time attributed to prompt / generated tokens

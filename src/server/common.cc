@@ -290,6 +290,20 @@ Run::Run(Ctx& ctx, GenRequest req, RunOptions opts)
   stops_ = req.gen.stop;
   req.gen.on_stop_string = [index = stop_index_](size_t i) { index->store(static_cast<int>(i)); };
   want_lp_ = req.logprobs >= 0;
+  if (opts.parse && opts.tool_call_forced) {
+    // Once the forced block can no longer parse, everything after it is dropped (see
+    // OutputParserOptions::tool_call_forced): generating it would only hold the slot until the
+    // token limit. A parser of its own on the scheduler's thread (this Run's is fed later, on the
+    // HTTP thread) sees the same text and so stops at the point where this one will break.
+    api::OutputParserOptions po;
+    po.thinking = opts.thinking;
+    po.tool_call_forced = true;
+    auto watch = std::make_shared<api::OutputParser>(std::move(po));
+    req.gen.halt = [watch](std::string_view text) {
+      watch->push(text);
+      return watch->message().tool_calls_incomplete;
+    };
+  }
   try {
     h_ = ctx.sched->submit(std::move(req));
   } catch (const Error& e) {
@@ -365,7 +379,9 @@ bool Run::poll(std::vector<RunEvent>& out, std::chrono::milliseconds wait) {
   while (h_->next(ev, first ? wait : std::chrono::milliseconds(0))) {
     first = false;
     if (ev.kind == GenEvent::Kind::kToken) {
-      if (ev.token >= 0 && want_lp_) logprobs_.push_back({ev.token, ev.logprob, std::move(ev.top)});
+      if (ev.token >= 0 && want_lp_)
+        pending_lp_.push_back(
+            {{ev.token, ev.logprob, std::move(ev.top)}, raw_.size(), raw_.size() + ev.text.size()});
       if (!ev.text.empty()) {
         raw_ += ev.text;
         if (opts_.parse) {
@@ -386,12 +402,36 @@ bool Run::poll(std::vector<RunEvent>& out, std::chrono::milliseconds wait) {
         auto pe = parser_.finish();
         handle_parser_events(pe, out);
       }
+      settle_logprobs();
       ctx_.metrics.prompt_tokens += static_cast<uint64_t>(prompt_tokens_);
       ctx_.metrics.completion_tokens += static_cast<uint64_t>(completion_tokens_);
       return true;
     }
   }
+  settle_logprobs();
   return false;
+}
+
+// OpenAI reports logprobs for message content only: `logprobs.content` is "a list of message
+// content tokens", and a reply that is a tool call comes without logprobs for the call. So the
+// tokens of a tool call (forced or not) get no entries here; their logits may not even have been
+// computed (the forced opener rides in the forward pass of the token before it), and reporting
+// the model-written tokens between the forced ones would be a partial, misleading list. A token
+// belongs where its first byte went; one with no text of its own (EOS after a call, a piece held
+// back) belongs with the text before it. Entries wait until the parser has decided that place,
+// so streamed chunks carry exactly the entries the whole reply would.
+void Run::settle_logprobs() {
+  const size_t settled = opts_.parse ? parser_.settled() : raw_.size();
+  while (!pending_lp_.empty()) {
+    PendingLogprob& p = pending_lp_.front();
+    const bool textless = p.begin == p.end;
+    if (textless ? p.begin > settled : p.begin >= settled) break;
+    bool in_call = false;
+    for (const auto& [b, e] : parser_.tool_call_spans())
+      in_call = in_call || (textless ? p.begin > b && p.begin <= e : p.begin >= b && p.begin < e);
+    if (!in_call) logprobs_.push_back(std::move(p.entry));
+    pending_lp_.pop_front();
+  }
 }
 
 std::vector<LogprobEntry> Run::take_logprobs() {

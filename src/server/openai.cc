@@ -260,6 +260,13 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
     throw ApiError(400, "'tool_choice' requires a tool call, but no tools were given",
                    "tool_choice");
   c.required = true;
+  auto check_writable = [](const std::string& n) {
+    if (n.find_first_of("\"\n") != std::string::npos)
+      throw ApiError(400,
+                     "'tool_choice': the function name \"" + n +
+                         "\" cannot be written in a DSML tool call (it holds a quote or a newline)",
+                     "tool_choice");
+  };
   if (mode == "named") {
     ojson kept = ojson::array();
     for (auto& t : c.tools)
@@ -268,21 +275,26 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
       throw ApiError(400,
                      "'tool_choice' names the function \"" + name + "\", which is not in 'tools'",
                      "tool_choice");
-    if (name.find_first_of("\"\n") != std::string::npos)
-      throw ApiError(400,
-                     "'tool_choice': the function name \"" + name +
-                         "\" cannot be written in a DSML tool call (it holds a quote or a newline)",
-                     "tool_choice");
+    check_writable(name);
     c.tools = std::move(kept);
     c.name = name;
+  } else {
+    // The reply must name one of these (force_tool_call constrains it), so each must be writable.
+    for (const auto& t : c.tools) c.names.push_back(t["function"].value("name", ""));
+    for (const std::string& n : c.names) check_writable(n);
+    if (c.names.size() == 1) c.name = c.names[0];
   }
   return c;
 }
 
 // Enforcing a required tool call without a grammar engine: the reply is made to start with the
-// opening of a DSML tool_calls block — through `name="X">\n` for a named function, through
-// `name="` for "required" (the model picks the tool) — and the model writes the rest. The opener
-// is forced by the generator (GenerationParams::forced) rather than appended to the prompt:
+// opening of a DSML tool_calls block — through `name="X">\n` for a named function (or the only
+// tool given), through `name="` for "required" with several tools — and the model writes the
+// rest. With several tools, the name it writes is constrained (GenerationParams::after_forced) to
+// one of theirs followed by `">\n`, the bytes the format puts after a name: only then is the
+// invoke opened, so the call can be reported whatever the model writes next, and a name alone
+// (`NAME"`) could still be followed by a broken tag. The opener is forced by the generator
+// (GenerationParams::forced) rather than appended to the prompt:
 //  * in thinking mode the call can only start once the model has closed its reasoning, which
 //    happens during generation (force_after = </think>); one mechanism covers both modes;
 //  * the forced tokens are output tokens, so they reach the output parser through the ordinary
@@ -290,13 +302,20 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
 //  * they cost no decode steps of their own (fed with the prompt's last chunk, or together with
 //    the </think> that triggered them).
 // A weak model may still not finish the call; the parser then salvages what it named and never
-// returns the block as content (OutputParserOptions::tool_call_forced).
+// returns the block as content (OutputParserOptions::tool_call_forced), and the generation stops
+// as soon as the block can no longer parse (see Run::Run).
 void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
                      RunOptions& ro) {
   if (!tc.required) return;
   const std::string d(api::kDsml);
   std::string opener = "\n\n<" + d + "tool_calls>\n<" + d + "invoke name=\"";
-  if (!tc.name.empty()) opener += tc.name + "\">\n";
+  if (!tc.name.empty()) {
+    opener += tc.name + "\">\n";
+  } else {
+    std::vector<std::string> choices;
+    for (const std::string& n : tc.names) choices.push_back(n + "\">\n");
+    g.gen.after_forced = std::make_shared<const ChoiceConstraint>(ctx.vocab, std::move(choices));
+  }
   try {
     g.gen.forced = ctx.tok->encode(opener);
   } catch (const Error& e) {
@@ -427,8 +446,15 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
     ojson choice;
     choice["index"] = 0;
     choice["message"] = message_json(*run, thinking);
-    choice["logprobs"] =
-        logprobs ? openai_logprobs(*ctx.tok, run->take_logprobs()) : ojson(nullptr);
+    if (logprobs) {
+      const std::vector<LogprobEntry> lp = run->take_logprobs();
+      choice["logprobs"] = openai_logprobs(*ctx.tok, lp);
+      // A reply that is only tool calls has no content tokens (see Run::settle_logprobs): null,
+      // like message.content.
+      if (lp.empty() && run->has_tool_calls()) choice["logprobs"]["content"] = nullptr;
+    } else {
+      choice["logprobs"] = nullptr;
+    }
     choice["finish_reason"] = run->finish_reason();
     r["choices"] = ojson::array({choice});
     r["usage"] = usage_json(*run);
@@ -463,13 +489,16 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
     std::vector<RunEvent> evs;
     const bool fin = run->poll(evs, std::chrono::milliseconds(100));
     std::vector<ojson> chunks;
+    size_t text_chunks = 0;  // 1 + index of the last reasoning / content chunk (0: none)
     for (auto& e : evs) {
       switch (e.type) {
         case RunEvent::Type::kReasoning:
           chunks.push_back(chunk({{"reasoning_content", e.text}}, nullptr, nullptr));
+          text_chunks = chunks.size();
           break;
         case RunEvent::Type::kContent:
           chunks.push_back(chunk({{"content", e.text}}, nullptr, nullptr));
+          text_chunks = chunks.size();
           break;
         case RunEvent::Type::kToolCall: {
           if (!e.tool_name.empty()) {
@@ -490,9 +519,11 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
         }
       }
     }
-    if (logprobs && !chunks.empty()) {
+    // Entries ride on text chunks only: a tool-call chunk carries none (Run::settle_logprobs).
+    // Those of markers that release no text (</think>) wait for the next text or final chunk.
+    if (logprobs && text_chunks > 0) {
       auto lp = run->take_logprobs();
-      if (!lp.empty()) chunks.back()["choices"][0]["logprobs"] = openai_logprobs(*tk, lp);
+      if (!lp.empty()) chunks[text_chunks - 1]["choices"][0]["logprobs"] = openai_logprobs(*tk, lp);
     }
     for (auto& c : chunks) out += sse_data(c);
     if (!fin) return true;

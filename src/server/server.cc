@@ -37,6 +37,7 @@ static void load_model(Ctx& ctx) {
   try {
     const ServerOptions& o = ctx.opts;
     ctx.tok = std::make_unique<tok::Tokenizer>(tok::Tokenizer::load(o.model_dir));
+    ctx.vocab = std::make_shared<const VocabIndex>(*ctx.tok);
     ModelOptions mo;
     mo.expert_prefetch = o.expert_prefetch;
     ctx.model = Model::load(o.model_dir, mo);

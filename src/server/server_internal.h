@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -20,6 +21,7 @@
 #include "api/output_parser.h"
 #include "model/model.h"
 #include "runtime/scheduler.h"
+#include "runtime/token_constraint.h"
 #include "server/server.h"
 #include "tokenizer/tokenizer.h"
 #include "util/thread_pool.h"
@@ -60,6 +62,7 @@ struct Ctx {
   std::string model_id;
   std::unique_ptr<Model> model;
   std::unique_ptr<tok::Tokenizer> tok;
+  std::shared_ptr<const VocabIndex> vocab;  // for constraining the tool name (force_tool_call)
   std::unique_ptr<ThreadPool> pool;
   std::unique_ptr<Scheduler> sched;
   std::atomic<bool> ready{false};
@@ -121,7 +124,9 @@ class Run {
   const std::string& raw_text() const { return raw_; }
   int64_t prompt_tokens() const { return prompt_tokens_; }
   int64_t completion_tokens() const { return completion_tokens_; }
-  // Logprob entries gathered since the last call.
+  // Logprob entries gathered since the last call: those of the tokens whose text has been
+  // released as reasoning or content (or read as a marker such as </think>), never those of the
+  // tokens of a tool call (see settle_logprobs()).
   std::vector<LogprobEntry> take_logprobs();
   // "stop", "length", "tool_calls"; throws ApiError for failures (error, timeout).
   std::string finish_reason() const;
@@ -138,6 +143,9 @@ class Run {
 
  private:
   void handle_parser_events(std::vector<api::OutputEvent>& evs, std::vector<RunEvent>& out);
+  // Moves the entries of pending_lp_ whose place in the output the parser has decided to
+  // logprobs_, dropping those of tool-call tokens.
+  void settle_logprobs();
   Ctx& ctx_;
   RunOptions opts_;
   std::shared_ptr<RequestHandle> h_;
@@ -146,6 +154,12 @@ class Run {
   GenEvent done_;
   std::string raw_;
   std::vector<LogprobEntry> logprobs_;
+  // An entry waiting for the parser, with the bytes of raw_ its token's event released.
+  struct PendingLogprob {
+    LogprobEntry entry;
+    size_t begin = 0, end = 0;
+  };
+  std::deque<PendingLogprob> pending_lp_;
   int64_t prompt_tokens_ = 0, completion_tokens_ = 0;
   std::vector<std::string> stops_;
   // Index in stops_ of the stop string that ended the generation, set by the generator (on the
@@ -196,7 +210,8 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co);
 struct ToolChoice {
   ojson tools;            // the tools to render into the prompt (null: none)
   bool required = false;  // the reply must be a tool call ("required", Anthropic "any", named)
-  std::string name;       // ... to this function (a named choice; only it is rendered)
+  std::string name;       // ... to this function (a named choice, or the only tool given)
+  std::vector<std::string> names;  // "required": the names of the tools it may call
 };
 // Reads tool_choice against the converted `tools` (null or empty: none were given). Accepts the
 // OpenAI Chat shapes ("none" | "auto" | "required" | {"type": "function", "function": {"name"}}),

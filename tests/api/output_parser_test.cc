@@ -306,6 +306,55 @@ TEST(OutputParser, ForcedBlockBrokenByGarbageKeepsTheNamedCallAndDropsTheRest) {
   EXPECT_TRUE(m.tool_calls_incomplete);
 }
 
+// What settled() and tool_call_spans() say after each piece of `pieces`, checked against what
+// the events released; returns the spans at the end.
+std::vector<std::pair<size_t, size_t>> spans_of(const std::vector<std::string>& pieces,
+                                                bool forced) {
+  OutputParserOptions o;
+  o.tool_call_forced = forced;
+  OutputParser p(o);
+  size_t pushed = 0, released = 0;
+  for (const std::string& piece : pieces) {
+    for (const auto& e : p.push(piece))
+      if (e.type == OutputEvent::Type::kContentDelta) released += e.text.size();
+    pushed += piece.size();
+    EXPECT_LE(p.settled(), pushed);
+    // Settled bytes are released text or markup: never less than the text released.
+    EXPECT_GE(p.settled(), released);
+  }
+  p.finish();
+  EXPECT_EQ(p.settled(), pushed);
+  return p.tool_call_spans();
+}
+
+TEST(OutputParser, ReportsWhereToolCallsSit) {
+  using Spans = std::vector<std::pair<size_t, size_t>>;
+  const std::string pre = "Let me check.";
+  const std::string b = block({invoke("f", {param("a", "1", false)})});
+  const std::string text = pre + b + EOS;
+  for (const auto& pieces : {std::vector<std::string>{text}, bytes_of(text)}) {
+    EXPECT_EQ(spans_of(pieces, false), (Spans{{pre.size(), pre.size() + b.size()}}));
+    EXPECT_EQ(spans_of(pieces, true), (Spans{{pre.size(), pre.size() + b.size()}}));
+  }
+  // Two blocks (the text between them is content, flagged).
+  const std::string two = b + "x" + b;
+  EXPECT_EQ(spans_of(bytes_of(two), false),
+            (Spans{{0, b.size()}, {b.size() + 1, 2 * b.size() + 1}}));
+  // A block that breaks the grammar: content unless forced, then a call to the end.
+  const std::string broken = "\n\n<" + D + "tool_calls>\n<" + D + "invoke name=\"f\">\noops";
+  for (const auto& pieces : {std::vector<std::string>{broken}, bytes_of(broken)}) {
+    EXPECT_EQ(spans_of(pieces, false), Spans{});
+    EXPECT_EQ(spans_of(pieces, true), (Spans{{0, std::string::npos}}));
+  }
+  // What may still become markup is not settled.
+  OutputParser p;
+  p.push("Hi.\n\n<" + D);
+  EXPECT_EQ(p.settled(), 3u);
+  p.push("tool_calls>\n<" + D + "invoke name=\"f\">\n");
+  EXPECT_EQ(p.settled(), 3u);
+  EXPECT_TRUE(p.tool_call_spans().empty());
+}
+
 TEST(OutputParser, RoundTripThroughChatEncoder) {
   ojson user = ojson::parse(R"([{"role": "user", "content": "q"}])");
   std::vector<std::pair<std::string, bool>> texts = {

@@ -10,6 +10,7 @@
 
 #include "runtime/chat_session.h"
 #include "runtime/synth.h"
+#include "runtime/token_constraint.h"
 #include "synth_tiny.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
@@ -321,6 +322,114 @@ TEST(Generator, ForcedTokensFollowTheTriggerTokenInTheSameStep) {
   EXPECT_EQ(a.forwards, static_cast<int>(head.size()) + 4);
   ASSERT_EQ(a.forced.size(), 1u);  // placed once, even if the trigger comes again
   EXPECT_EQ(a.forced[0], forced);
+}
+
+// The tokens after `forced` that the constraint governed: those up to where the text they
+// make completes one of `choices`.
+size_t constrained_count(const tok::Tokenizer& tk, const std::vector<int32_t>& after,
+                         const std::vector<std::string>& choices) {
+  std::string text;
+  for (size_t i = 0; i < after.size(); ++i) {
+    text += tk.token_bytes(after[i]);
+    for (const std::string& c : choices)
+      if (text.starts_with(c)) return i + 1;
+  }
+  return after.size() + 1;  // never completed
+}
+
+TEST(Generator, AfterForcedConstraintKeepsTheOutputOnAChoice) {
+  auto model = Model::load(synth_tiny().string());
+  auto tk = tok::Tokenizer::load(synth_tiny());
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = tk.encode("Once upon a time");
+  const std::vector<int32_t> forced = tk.encode(" she called name=\"");
+  const std::vector<std::string> choices = {"get_weather\">\n", "get_time\">\n"};
+  GenerationParams plain;
+  plain.ignore_eos = true;
+  plain.forced = forced;
+  plain.max_tokens = static_cast<int>(forced.size()) + 24;
+  GenerationParams gp = plain;
+  gp.after_forced =
+      std::make_shared<const ChoiceConstraint>(std::make_shared<const VocabIndex>(tk), choices);
+  const StepRun free_run = step_run(*model, pool, tk, prompt, plain);
+  const StepRun a = step_run(*model, pool, tk, prompt, gp);
+  const std::string opener = tk.decode(forced);
+  auto on_a_choice = [&](const std::string& text) {
+    const std::string after = text.substr(opener.size());
+    return after.starts_with(choices[0]) || after.starts_with(choices[1]);
+  };
+  ASSERT_FALSE(on_a_choice(free_run.text)) << "the model names a tool unconstrained";
+  EXPECT_TRUE(on_a_choice(a.text)) << a.text;
+  // No forward call of its own, and once a choice is complete the model is free again: the rest is
+  // the greedy continuation of everything before it.
+  EXPECT_EQ(a.forwards, free_run.forwards);
+  const std::vector<int32_t> after(a.tokens.begin() + static_cast<long>(forced.size()),
+                                   a.tokens.end());
+  const size_t k = constrained_count(tk, after, choices);
+  ASSERT_LT(k, after.size());
+  std::vector<int32_t> head = concat(prompt, forced);
+  head.insert(head.end(), after.begin(), after.begin() + static_cast<long>(k));
+  GenerationParams rest;
+  rest.ignore_eos = true;
+  rest.max_tokens = static_cast<int>(after.size() - k);
+  EXPECT_EQ(step_run(*model, pool, tk, head, rest).tokens,
+            std::vector<int32_t>(after.begin() + static_cast<long>(k), after.end()));
+
+  // Sampling at a high temperature stays on a choice too.
+  for (uint64_t seed = 1; seed <= 4; ++seed) {
+    SamplingParams sp;
+    sp.temperature = 1.5f;
+    sp.seed = seed;
+    Sampler s(sp, model->config().vocab_size);
+    SequenceState seq = model->new_sequence();
+    const GenerationResult r = generate(*model, pool, &tk, seq, prompt, s, gp);
+    EXPECT_TRUE(on_a_choice(r.text)) << "seed " << seed << ": " << r.text;
+  }
+  // In force after a trigger token as well (thinking mode's </think>).
+  GenerationParams first;
+  first.ignore_eos = true;
+  first.max_tokens = 1;
+  const int32_t trigger = step_run(*model, pool, tk, prompt, first).tokens.at(0);
+  GenerationParams trig = gp;
+  trig.force_after = trigger;
+  const StepRun t = step_run(*model, pool, tk, prompt, trig);
+  const std::vector<int32_t> t_head = concat({trigger}, forced);
+  ASSERT_GT(t.tokens.size(), t_head.size());
+  EXPECT_EQ(std::vector<int32_t>(t.tokens.begin(), t.tokens.begin() + t_head.size()), t_head);
+  const std::vector<int32_t> t_after(t.tokens.begin() + t_head.size(), t.tokens.end());
+  EXPECT_LE(constrained_count(tk, t_after, choices), t_after.size()) << t.text;
+}
+
+TEST(Generator, HaltEndsTheGenerationWhenTheCallbackSaysSo) {
+  auto model = Model::load(synth_tiny().string());
+  auto tk = tok::Tokenizer::load(synth_tiny());
+  ThreadPool pool(2);
+  const std::vector<int32_t> prompt = tk.encode("Once upon a time");
+  GenerationParams gp;
+  gp.ignore_eos = true;
+  gp.forced = tk.encode(" there was");
+  gp.max_tokens = 40;
+  Sampler s0 = greedy_sampler(*model);
+  SequenceState seq0 = model->new_sequence();
+  const GenerationResult free_run = generate(*model, pool, &tk, seq0, prompt, s0, gp);
+  ASSERT_EQ(free_run.stop, StopReason::kMaxTokens);
+  std::string seen;
+  int calls = 0;
+  gp.halt = [&](std::string_view text) {
+    seen += text;
+    return ++calls == 3;
+  };
+  Sampler s = greedy_sampler(*model);
+  SequenceState seq = model->new_sequence();
+  const GenerationResult r = generate(*model, pool, &tk, seq, prompt, s, gp);
+  EXPECT_EQ(r.stop, StopReason::kHalted);
+  EXPECT_STREQ(stop_reason_name(r.stop), "halted");
+  EXPECT_EQ(calls, 3);
+  EXPECT_TRUE(seen.starts_with(" there was")) << seen;  // the forced tokens' text comes too
+  EXPECT_TRUE(r.text.starts_with(seen)) << r.text;
+  ASSERT_LT(r.tokens.size(), free_run.tokens.size());
+  EXPECT_EQ(r.tokens, std::vector<int32_t>(free_run.tokens.begin(),
+                                           free_run.tokens.begin() + r.tokens.size()));
 }
 
 // Logits of the first reply token of a later turn, computed by the session (state reused) and

@@ -1041,6 +1041,283 @@ TEST_F(ServerTest, ToolChoiceWithGibberishNeverLeaksMarkup) {
   }
 }
 
+// The calls of a chat reply, streamed or not: [{"id", "name", "arguments"}].
+json chat_calls(const Reply& r, bool stream) {
+  json calls = json::array();
+  if (stream) {
+    for (const auto& c : collect_chat_stream(r.body).tool_calls) calls.push_back(c);
+    return calls;
+  }
+  const json m = r.j()["choices"][0]["message"];
+  if (m.contains("tool_calls"))
+    for (const auto& c : m["tool_calls"])
+      calls.push_back({{"id", c["id"]},
+                       {"name", c["function"]["name"]},
+                       {"arguments", c["function"]["arguments"]}});
+  return calls;
+}
+
+bool declared(const json& name) { return name == "get_weather" || name == "get_time"; }
+
+// tool_choice "required" with several tools: the name the model writes after the forced
+// `name="` is constrained to a declared tool. The test hook scripts an undeclared one: the
+// constraint leaves the script where it leaves the declared names (the model's own choice among
+// the allowed tokens is taken there), so the reply still calls a declared tool.
+TEST_F(ServerTest, ToolChoiceRequiredNamesADeclaredTool) {
+  const std::string undeclared =
+      "get_stock_price\">\n<｜DSML｜parameter name=\"symbol\" string=\"true\">DSV4</｜DSML｜"
+      "parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
+  json q = chat_body("What time is it?", 60);
+  q["tools"] = weather_tools();
+  q["tool_choice"] = "required";
+  q["dsv4_force_output"] = undeclared;
+  for (bool stream : {false, true}) {
+    q["stream"] = stream;
+    Reply r = stream ? post_stream(port(), "/v1/chat/completions", q)
+                     : post(port(), "/v1/chat/completions", q);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+    EXPECT_EQ(r.body.find("get_stock"), std::string::npos) << r.body;
+    const json calls = chat_calls(r, stream);
+    ASSERT_EQ(calls.size(), 1u) << r.body;
+    EXPECT_TRUE(declared(calls[0]["name"])) << r.body;
+    EXPECT_FALSE(calls[0]["id"].get<std::string>().empty());
+  }
+  // The random-weight model on its own, sampling: every reply calls a declared tool.
+  json free = chat_body("What time is it?", 40);
+  free["tools"] = weather_tools();
+  free["tool_choice"] = "required";
+  free["temperature"] = 1.5;
+  for (int seed = 1; seed <= 4; ++seed) {
+    free["seed"] = seed;
+    Reply r = post(port(), "/v1/chat/completions", free);
+    ASSERT_EQ(r.status, 200) << r.body;
+    const json calls = chat_calls(r, false);
+    ASSERT_EQ(calls.size(), 1u) << r.body;
+    EXPECT_TRUE(declared(calls[0]["name"])) << r.body;
+  }
+  // Thinking mode: the constraint starts after </think> and the forced opener.
+  json t = q;
+  t.erase("stream");
+  t["chat_template_kwargs"] = {{"thinking", true}};
+  t["dsv4_force_output"] = "Stocks.</think>" + undeclared;
+  Reply r = post(port(), "/v1/chat/completions", t);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["choices"][0]["message"]["reasoning_content"], "Stocks.");
+  json calls = chat_calls(r, false);
+  ASSERT_EQ(calls.size(), 1u) << r.body;
+  EXPECT_TRUE(declared(calls[0]["name"])) << r.body;
+
+  // Anthropic "any" and the Responses API share the mechanism.
+  json a;
+  a["max_tokens"] = 60;
+  a["temperature"] = 0;
+  a["tools"] = json::parse(
+      R"([{"name":"get_weather","input_schema":{"type":"object"}},
+          {"name":"get_time","input_schema":{"type":"object"}}])");
+  a["messages"] = json::array({{{"role", "user"}, {"content", "Stocks?"}}});
+  a["tool_choice"] = {{"type", "any"}};
+  a["dsv4_force_output"] = undeclared;
+  r = post(port(), "/v1/messages", a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["stop_reason"], "tool_use") << r.body;
+  ASSERT_EQ(r.j()["content"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["content"][0]["type"], "tool_use");
+  EXPECT_TRUE(declared(r.j()["content"][0]["name"])) << r.body;
+  json rb = {{"input", "Stocks?"},
+             {"max_output_tokens", 60},
+             {"temperature", 0},
+             {"tools", json::parse(R"([{"type":"function","name":"get_weather","parameters":{}},
+                                       {"type":"function","name":"get_time","parameters":{}}])")},
+             {"tool_choice", "required"},
+             {"dsv4_force_output", undeclared}};
+  r = post(port(), "/v1/responses", rb);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["output"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["output"][0]["type"], "function_call");
+  EXPECT_TRUE(declared(r.j()["output"][0]["name"])) << r.body;
+
+  // One tool: its whole name is forced, so the script is what comes after it.
+  json one = chat_body("Weather in Paris?", 60);
+  one["tools"] = json::array({weather_tools()[0]});
+  one["tool_choice"] = "required";
+  one["dsv4_force_output"] = kWeatherCallRest;
+  r = post(port(), "/v1/chat/completions", one);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["choices"][0]["finish_reason"], "tool_calls");
+  calls = chat_calls(r, false);
+  ASSERT_EQ(calls.size(), 1u) << r.body;
+  EXPECT_EQ(calls[0]["name"], "get_weather");
+  EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+
+  // A tool whose name a DSML call cannot hold can never be the one called.
+  json bad = chat_body("hi", 8);
+  bad["tools"] = weather_tools();
+  bad["tools"][1]["function"]["name"] = "say \"hi\"";
+  bad["tool_choice"] = "required";
+  Reply e = post(port(), "/v1/chat/completions", bad);
+  expect_openai_error(e, 400, "say \"hi\"");
+  EXPECT_EQ(e.j()["error"]["param"], "tool_choice");
+  bad["tool_choice"] = "auto";  // nothing is forced: accepted as before
+  EXPECT_EQ(post(port(), "/v1/chat/completions", bad).status, 200);
+}
+
+// A forced call that breaks the DSML grammar ends the generation there (its slot is freed) instead
+// of running to the token limit; the parameters completed before the break are reported.
+TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
+  std::string filler;
+  for (int i = 0; i < 200; ++i) filler += " and on";
+  const std::string broken =
+      "<｜DSML｜parameter name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n"
+      "<｜DSML｜parameter name=\"days\" string=\"maybe\">" +
+      filler;
+  const int limit = 150;  // fewer than the script's tokens: without the stop, "length"
+  // The reply ends with the token that breaks the grammar (the "m" of "maybe"), after the forced
+  // opener and the script's tokens before it.
+  const tok::Tokenizer tk = tok::Tokenizer::load(model_dir());
+  const std::vector<int32_t> script = tk.encode(broken);
+  size_t upto = 0;
+  while (upto < script.size() &&
+         tk.decode(std::vector<int32_t>(script.begin(), script.begin() + static_cast<long>(upto)))
+                 .find("\"days\" string=\"m") == std::string::npos)
+    ++upto;
+  const int until_break = static_cast<int>(
+      tk.encode("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n").size() + upto);
+  ASSERT_LT(until_break, limit / 2);
+  json b = chat_body("Weather in Paris?", limit);
+  b["tools"] = weather_tools();
+  b["tool_choice"] = named_choice("get_weather");
+  b["dsv4_force_output"] = broken;
+  for (bool stream : {false, true}) {
+    b["stream"] = stream;
+    b["stream_options"] = stream ? json{{"include_usage", true}} : json(nullptr);
+    Reply r = stream ? post_stream(port(), "/v1/chat/completions", b)
+                     : post(port(), "/v1/chat/completions", b);
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+    EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
+    ChatStream cs;
+    if (stream) cs = collect_chat_stream(r.body);
+    const json usage = stream ? cs.usage : r.j()["usage"];
+    const std::string finish =
+        stream ? cs.finish : r.j()["choices"][0]["finish_reason"].get<std::string>();
+    EXPECT_EQ(usage["completion_tokens"].get<int>(), until_break) << r.body;
+    EXPECT_EQ(finish, "tool_calls") << r.body;
+    const json calls = chat_calls(r, stream);
+    ASSERT_EQ(calls.size(), 1u) << r.body;
+    EXPECT_EQ(calls[0]["name"], "get_weather");
+    EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+  }
+
+  // Thinking mode, and the Anthropic shape.
+  json t = b;
+  t.erase("stream");
+  t.erase("stream_options");
+  t["chat_template_kwargs"] = {{"thinking", true}};
+  t["dsv4_force_output"] = "Paris it is.</think>" + broken;
+  Reply r = post(port(), "/v1/chat/completions", t);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["usage"]["completion_tokens"].get<int>(),
+            until_break + static_cast<int>(tk.encode("Paris it is.</think>").size()))
+      << r.body;
+  EXPECT_EQ(r.j()["choices"][0]["finish_reason"], "tool_calls") << r.body;
+  EXPECT_EQ(r.j()["choices"][0]["message"]["reasoning_content"], "Paris it is.");
+  ASSERT_EQ(chat_calls(r, false).size(), 1u) << r.body;
+  json a;
+  a["max_tokens"] = limit;
+  a["temperature"] = 0;
+  a["tools"] = json::parse(R"([{"name":"get_weather","input_schema":{"type":"object"}}])");
+  a["messages"] = json::array({{{"role", "user"}, {"content", "Weather in Paris?"}}});
+  a["tool_choice"] = {{"type", "tool"}, {"name", "get_weather"}};
+  a["dsv4_force_output"] = broken;
+  r = post(port(), "/v1/messages", a);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.j()["stop_reason"], "tool_use") << r.body;
+  EXPECT_EQ(r.j()["usage"]["output_tokens"].get<int>(), until_break) << r.body;
+  ASSERT_EQ(r.j()["content"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["content"][0]["input"], json::parse(R"({"location": "Paris"})"));
+}
+
+// Logprobs cover message content only, as OpenAI's: no entry for a tool call's tokens, forced or
+// written by the model; a reply that is only a tool call has `logprobs.content` null, and no
+// streamed chunk carries entries for it.
+TEST_F(ServerTest, LogprobsLeaveOutToolCallTokens) {
+  auto lp_tokens = [](const json& content) {
+    std::string s;
+    for (const auto& e : content) {
+      EXPECT_LE(e["logprob"].get<double>(), 0.0);
+      EXPECT_EQ(e["top_logprobs"].size(), 2u);
+      s += e["token"].get<std::string>();
+    }
+    return s;
+  };
+  // Streamed entries, in order, and whether any rode on a tool-call chunk.
+  auto stream_lp = [&](const std::string& raw, bool* on_call) {
+    json all = json::array();
+    for (const auto& ev : parse_sse(raw)) {
+      if (ev.data == "[DONE]") continue;
+      const json c = json::parse(ev.data);
+      if (c["choices"].empty()) continue;
+      const json& ch = c["choices"][0];
+      if (ch["logprobs"].is_null()) continue;
+      if (ch["delta"].contains("tool_calls")) *on_call = true;
+      for (const auto& e : ch["logprobs"]["content"]) all.push_back(e);
+    }
+    return all;
+  };
+
+  json b = chat_body("Weather in Paris?", 60);
+  b["tools"] = weather_tools();
+  b["tool_choice"] = named_choice("get_weather");
+  b["dsv4_force_output"] = kWeatherCallRest;
+  b["logprobs"] = true;
+  b["top_logprobs"] = 2;
+  Reply r = post(port(), "/v1/chat/completions", b);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["choices"][0]["message"]["tool_calls"].size(), 1u) << r.body;
+  EXPECT_EQ(r.j()["choices"][0]["logprobs"], json::parse(R"({"content": null, "refusal": null})"))
+      << r.body;
+  b["stream"] = true;
+  bool on_call = false;
+  Reply s = post_stream(port(), "/v1/chat/completions", b);
+  EXPECT_TRUE(stream_lp(s.body, &on_call).empty()) << s.body;
+  EXPECT_EQ(collect_chat_stream(s.body).tool_calls.size(), 1u);
+
+  // Thinking mode: the reasoning's tokens and </think> keep theirs, the call's have none.
+  json t = b;
+  t.erase("stream");
+  t["chat_template_kwargs"] = {{"thinking", true}};
+  t["dsv4_force_output"] = std::string("Paris it is.</think>") + kWeatherCallRest;
+  r = post(port(), "/v1/chat/completions", t);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["choices"][0]["message"]["tool_calls"].size(), 1u) << r.body;
+  const json whole = r.j()["choices"][0]["logprobs"]["content"];
+  EXPECT_EQ(lp_tokens(whole), "Paris it is.</think>") << r.body;
+  t["stream"] = true;
+  s = post_stream(port(), "/v1/chat/completions", t);
+  const json streamed = stream_lp(s.body, &on_call);
+  EXPECT_FALSE(on_call) << s.body;
+  EXPECT_EQ(lp_tokens(streamed), lp_tokens(whole)) << s.body;
+
+  // Content before a call the model opened itself: the content's tokens only.
+  json c = chat_body("Weather?", 200);
+  c["tools"] = weather_tools();
+  c["dsv4_force_output"] = kToolDsml;
+  c["logprobs"] = true;
+  c["top_logprobs"] = 2;
+  r = post(port(), "/v1/chat/completions", c);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_EQ(r.j()["choices"][0]["message"]["content"], "Let me check.");
+  ASSERT_EQ(r.j()["choices"][0]["message"]["tool_calls"].size(), 2u) << r.body;
+  const std::string text = lp_tokens(r.j()["choices"][0]["logprobs"]["content"]);
+  EXPECT_EQ(text.substr(0, 13), "Let me check.") << r.body;
+  EXPECT_EQ(text.find_first_not_of("\n", 13), std::string::npos) << r.body;
+  c["stream"] = true;
+  s = post_stream(port(), "/v1/chat/completions", c);
+  EXPECT_EQ(lp_tokens(stream_lp(s.body, &on_call)), text) << s.body;
+  EXPECT_FALSE(on_call) << s.body;
+}
+
 TEST_F(ServerTest, ToolChoiceErrors) {
   const std::string p = "/v1/chat/completions";
   json b = chat_body("hi", 4);
