@@ -173,6 +173,13 @@ Reply post_stream(int port, const std::string& path, const json& body,
   return out;
 }
 
+// A chat completion with "stream" set as asked, posted the matching way.
+Reply post_chat(int port, json body, bool stream) {
+  body["stream"] = stream;
+  return stream ? post_stream(port, "/v1/chat/completions", body)
+                : post(port, "/v1/chat/completions", body);
+}
+
 struct SseEvent {
   std::string event;
   std::string data;
@@ -1017,9 +1024,7 @@ TEST_F(ServerTest, ToolChoiceWithGibberishNeverLeaksMarkup) {
   q["tools"] = weather_tools();
   q["tool_choice"] = "required";
   for (bool stream : {false, true}) {
-    q["stream"] = stream;
-    Reply x = stream ? post_stream(port(), "/v1/chat/completions", q)
-                     : post(port(), "/v1/chat/completions", q);
+    Reply x = post_chat(port(), q, stream);
     ASSERT_EQ(x.status, 200) << x.body;
     EXPECT_EQ(x.body.find("DSML"), std::string::npos) << x.body;
     json calls = json::array();
@@ -1072,9 +1077,7 @@ TEST_F(ServerTest, ToolChoiceRequiredNamesADeclaredTool) {
   q["tool_choice"] = "required";
   q["dsv4_force_output"] = undeclared;
   for (bool stream : {false, true}) {
-    q["stream"] = stream;
-    Reply r = stream ? post_stream(port(), "/v1/chat/completions", q)
-                     : post(port(), "/v1/chat/completions", q);
+    Reply r = post_chat(port(), q, stream);
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
     EXPECT_EQ(r.body.find("get_stock"), std::string::npos) << r.body;
@@ -1189,10 +1192,8 @@ TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   b["tool_choice"] = named_choice("get_weather");
   b["dsv4_force_output"] = broken;
   for (bool stream : {false, true}) {
-    b["stream"] = stream;
     b["stream_options"] = stream ? json{{"include_usage", true}} : json(nullptr);
-    Reply r = stream ? post_stream(port(), "/v1/chat/completions", b)
-                     : post(port(), "/v1/chat/completions", b);
+    Reply r = post_chat(port(), b, stream);
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
     EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
