@@ -291,17 +291,19 @@ Run::Run(Ctx& ctx, GenRequest req, RunOptions opts)
   req.gen.on_stop_string = [index = stop_index_](size_t i) { index->store(static_cast<int>(i)); };
   want_lp_ = req.logprobs >= 0;
   if (opts.parse && opts.tool_call_forced) {
-    // Once the forced block can no longer parse, everything after it is dropped (see
-    // OutputParserOptions::tool_call_forced): generating it would only hold the slot until the
-    // token limit. A parser of its own on the scheduler's thread (this Run's is fed later, on the
-    // HTTP thread) sees the same text and so stops at the point where this one will break.
+    // The reply is the forced block, so generation ends with it: once the block has closed (the
+    // format allows only end-of-sentence after it), or once it can no longer parse (everything
+    // after that is dropped, see OutputParserOptions::tool_call_forced). Going on would only
+    // hold the slot, up to the token limit when the model does not stop. A parser of its own on
+    // the scheduler's thread (this Run's is fed later, on the HTTP thread) sees the same text and
+    // so stops where this one ends the block; its calls are reported only once the block ended.
     api::OutputParserOptions po;
     po.thinking = opts.thinking;
     po.tool_call_forced = true;
     auto watch = std::make_shared<api::OutputParser>(std::move(po));
     req.gen.halt = [watch](std::string_view text) {
       watch->push(text);
-      return watch->message().tool_calls_incomplete;
+      return !watch->message().tool_calls.empty() || watch->message().tool_calls_incomplete;
     };
   }
   try {

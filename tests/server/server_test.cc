@@ -1167,6 +1167,56 @@ TEST_F(ServerTest, ToolChoiceRequiredNamesADeclaredTool) {
 
 // A forced call that breaks the DSML grammar ends the generation there (its slot is freed) instead
 // of running to the token limit; the parameters completed before the break are reported.
+// A forced call ends the reply when its block closes: the model writing on instead of stopping
+// does not hold the slot until the token limit, and nothing it writes after the block shows.
+TEST_F(ServerTest, ForcedToolCallEndsWithItsBlock) {
+  std::string filler;
+  for (int i = 0; i < 200; ++i) filler += " and on";
+  std::string rest = kWeatherCallRest;
+  rest.resize(rest.find("<｜end▁of▁sentence｜>"));
+  const int limit = 150;  // fewer than the script's tokens: without the stop, "length"
+  const tok::Tokenizer tk = tok::Tokenizer::load(model_dir());
+  const std::vector<int32_t> script = tk.encode(rest + filler);
+  size_t upto = 0;  // the script's tokens up to the one that closes the block
+  while (upto < script.size() &&
+         tk.decode(std::vector<int32_t>(script.begin(), script.begin() + static_cast<long>(upto)))
+                 .find("</｜DSML｜tool_calls>") == std::string::npos)
+    ++upto;
+  const int until_close = static_cast<int>(
+      tk.encode("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n").size() + upto);
+  ASSERT_LT(until_close, limit / 2);
+  json b = chat_body("Weather in Paris?", limit);
+  b["tools"] = weather_tools();
+  for (bool named : {true, false}) {
+    // "required": the forced opener ends before the name, which the script then writes.
+    b["tool_choice"] = named ? named_choice("get_weather") : json("required");
+    b["dsv4_force_output"] = (named ? "" : "get_weather\">\n") + rest + filler;
+    for (bool stream : {false, true}) {
+      b["stream_options"] = stream ? json{{"include_usage", true}} : json(nullptr);
+      Reply r = post_chat(port(), b, stream);
+      ASSERT_EQ(r.status, 200) << r.body;
+      EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+      EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
+      ChatStream cs;
+      if (stream) cs = collect_chat_stream(r.body);
+      const json usage = stream ? cs.usage : r.j()["usage"];
+      EXPECT_EQ(usage["completion_tokens"].get<int>(), until_close) << r.body;
+      EXPECT_EQ(stream ? cs.finish : r.j()["choices"][0]["finish_reason"].get<std::string>(),
+                "tool_calls")
+          << r.body;
+      if (stream) {
+        EXPECT_EQ(cs.content, "") << r.body;
+      } else {
+        EXPECT_TRUE(r.j()["choices"][0]["message"]["content"].is_null()) << r.body;
+      }
+      const json calls = chat_calls(r, stream);
+      ASSERT_EQ(calls.size(), 1u) << r.body;
+      EXPECT_EQ(calls[0]["name"], "get_weather");
+      EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+    }
+  }
+}
+
 TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   std::string filler;
   for (int i = 0; i < 200; ++i) filler += " and on";
@@ -1449,24 +1499,24 @@ TEST_F(ServerTest, MetricsExposition) {
   EXPECT_GT(metric(port(), "dsv4_tokens_predicted_total"), 0);
 }
 
-// A second server with one slot, a queue of one and a short time limit.
-TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
+json short_chat(int max_tokens) {
+  return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
+              {"max_tokens", max_tokens},
+              {"temperature", 0}};
+}
+
+// A second server with one slot and a queue of one.
+TEST(ServerLimits, QueueFullGives503) {
   ServerProc srv;
   srv.start({"-m", test::synth_tiny().string(), "--port", "0", "-np", "1", "--queue", "1", "-c",
-             "4096", "-t", "2", "--timeout", "10"});
-  auto body = [](int n) {
-    return json{{"messages", json::array({{{"role", "user"}, {"content", "hi"}}})},
-                {"max_tokens", n},
-                {"temperature", 0}};
-  };
+             "4096", "-t", "2"});
   std::atomic<int> ok{0}, busy{0};
   std::vector<std::thread> th;
-  // Four requests at once against one slot and a queue of one: two are taken (running + queued,
-  // each short enough to finish well inside the time limit even under sanitizers), the rest get
-  // 503.
+  // Four requests at once against one slot and a queue of one: two are taken (running + queued),
+  // the rest get 503.
   for (int i = 0; i < 4; ++i) {
     th.emplace_back([&] {
-      Reply r = post(srv.port, "/v1/chat/completions", body(16), "");
+      Reply r = post(srv.port, "/v1/chat/completions", short_chat(16), "");
       if (r.status == 200) ++ok;
       if (r.status == 503) {
         ++busy;
@@ -1480,10 +1530,22 @@ TEST(ServerLimits, QueueFullGives503AndTimeoutGives504) {
   for (auto& t : th) t.join();
   EXPECT_GE(ok.load(), 2);
   EXPECT_GE(busy.load(), 1);
-  // Generation that cannot finish in 10 s (3000 tokens) → 504, and the slot is freed.
-  Reply t = post(srv.port, "/v1/chat/completions", body(3000), "");
+  EXPECT_EQ(metric(srv.port, "dsv4_requests_processing"), 0);
+  srv.stop();
+}
+
+// A server with a 2 s time limit. The long request asks for nearly the whole context (8192
+// tokens; greedy, the random-weight model does not end it earlier): at the tiny model's speed
+// (300-1000 tok/s in a release build here) that takes 8 s or more. A limit of 10 s against 3000
+// tokens was not enough: an idle machine finished them in time.
+TEST(ServerLimits, TimeoutGives504AndFreesTheSlot) {
+  ServerProc srv;
+  srv.start(
+      {"-m", test::synth_tiny().string(), "--port", "0", "-np", "1", "-t", "2", "--timeout", "2"});
+  Reply t = post(srv.port, "/v1/chat/completions", short_chat(8000), "");
   expect_openai_error(t, 504);
-  EXPECT_EQ(post(srv.port, "/v1/chat/completions", body(2), "").status, 200);
+  // The slot is free again: a one-token request fits in the limit even under sanitizers.
+  EXPECT_EQ(post(srv.port, "/v1/chat/completions", short_chat(1), "").status, 200);
   EXPECT_EQ(metric(srv.port, "dsv4_requests_processing"), 0);
   srv.stop();
 }
