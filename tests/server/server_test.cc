@@ -1167,6 +1167,46 @@ TEST_F(ServerTest, ToolChoiceRequiredNamesADeclaredTool) {
 
 // A forced call that breaks the DSML grammar ends the generation there (its slot is freed) instead
 // of running to the token limit; the parameters completed before the break are reported.
+// The output tokens of a reply forced to call get_weather whose model output is `script`, up to
+// and including the token that completes `marker` in it: the forced opener's tokens and the
+// script's.
+int forced_get_weather_tokens_through(const std::string& script, const std::string& marker) {
+  const tok::Tokenizer tk = tok::Tokenizer::load(test::synth_tiny());
+  const std::vector<int32_t> ids = tk.encode(script);
+  size_t upto = 0;
+  while (upto < ids.size() &&
+         tk.decode(std::vector<int32_t>(ids.begin(), ids.begin() + static_cast<long>(upto)))
+                 .find(marker) == std::string::npos)
+    ++upto;
+  return static_cast<int>(
+      tk.encode("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n").size() + upto);
+}
+
+// A chat reply (streamed or not) that is exactly one get_weather({"location": "Paris"}) call,
+// finished as tool_calls after `tokens` output tokens, with no content and none of the scripts'
+// filler (" and on") in it.
+void expect_paris_weather_call(const Reply& r, bool stream, int tokens) {
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
+  ChatStream cs;
+  if (stream) cs = collect_chat_stream(r.body);
+  const json usage = stream ? cs.usage : r.j()["usage"];
+  EXPECT_EQ(usage["completion_tokens"].get<int>(), tokens) << r.body;
+  EXPECT_EQ(stream ? cs.finish : r.j()["choices"][0]["finish_reason"].get<std::string>(),
+            "tool_calls")
+      << r.body;
+  if (stream) {
+    EXPECT_EQ(cs.content, "") << r.body;
+  } else {
+    EXPECT_TRUE(r.j()["choices"][0]["message"]["content"].is_null()) << r.body;
+  }
+  const json calls = chat_calls(r, stream);
+  ASSERT_EQ(calls.size(), 1u) << r.body;
+  EXPECT_EQ(calls[0]["name"], "get_weather");
+  EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+}
+
 // A forced call ends the reply when its block closes: the model writing on instead of stopping
 // does not hold the slot until the token limit, and nothing it writes after the block shows.
 TEST_F(ServerTest, ForcedToolCallEndsWithItsBlock) {
@@ -1175,15 +1215,7 @@ TEST_F(ServerTest, ForcedToolCallEndsWithItsBlock) {
   std::string rest = kWeatherCallRest;
   rest.resize(rest.find("<｜end▁of▁sentence｜>"));
   const int limit = 150;  // fewer than the script's tokens: without the stop, "length"
-  const tok::Tokenizer tk = tok::Tokenizer::load(model_dir());
-  const std::vector<int32_t> script = tk.encode(rest + filler);
-  size_t upto = 0;  // the script's tokens up to the one that closes the block
-  while (upto < script.size() &&
-         tk.decode(std::vector<int32_t>(script.begin(), script.begin() + static_cast<long>(upto)))
-                 .find("</｜DSML｜tool_calls>") == std::string::npos)
-    ++upto;
-  const int until_close = static_cast<int>(
-      tk.encode("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n").size() + upto);
+  const int until_close = forced_get_weather_tokens_through(rest + filler, "</｜DSML｜tool_calls>");
   ASSERT_LT(until_close, limit / 2);
   json b = chat_body("Weather in Paris?", limit);
   b["tools"] = weather_tools();
@@ -1193,26 +1225,7 @@ TEST_F(ServerTest, ForcedToolCallEndsWithItsBlock) {
     b["dsv4_force_output"] = (named ? "" : "get_weather\">\n") + rest + filler;
     for (bool stream : {false, true}) {
       b["stream_options"] = stream ? json{{"include_usage", true}} : json(nullptr);
-      Reply r = post_chat(port(), b, stream);
-      ASSERT_EQ(r.status, 200) << r.body;
-      EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
-      EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
-      ChatStream cs;
-      if (stream) cs = collect_chat_stream(r.body);
-      const json usage = stream ? cs.usage : r.j()["usage"];
-      EXPECT_EQ(usage["completion_tokens"].get<int>(), until_close) << r.body;
-      EXPECT_EQ(stream ? cs.finish : r.j()["choices"][0]["finish_reason"].get<std::string>(),
-                "tool_calls")
-          << r.body;
-      if (stream) {
-        EXPECT_EQ(cs.content, "") << r.body;
-      } else {
-        EXPECT_TRUE(r.j()["choices"][0]["message"]["content"].is_null()) << r.body;
-      }
-      const json calls = chat_calls(r, stream);
-      ASSERT_EQ(calls.size(), 1u) << r.body;
-      EXPECT_EQ(calls[0]["name"], "get_weather");
-      EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+      expect_paris_weather_call(post_chat(port(), b, stream), stream, until_close);
     }
   }
 }
@@ -1227,15 +1240,7 @@ TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   const int limit = 150;  // fewer than the script's tokens: without the stop, "length"
   // The reply ends with the token that breaks the grammar (the "m" of "maybe"), after the forced
   // opener and the script's tokens before it.
-  const tok::Tokenizer tk = tok::Tokenizer::load(model_dir());
-  const std::vector<int32_t> script = tk.encode(broken);
-  size_t upto = 0;
-  while (upto < script.size() &&
-         tk.decode(std::vector<int32_t>(script.begin(), script.begin() + static_cast<long>(upto)))
-                 .find("\"days\" string=\"m") == std::string::npos)
-    ++upto;
-  const int until_break = static_cast<int>(
-      tk.encode("\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n").size() + upto);
+  const int until_break = forced_get_weather_tokens_through(broken, "\"days\" string=\"m");
   ASSERT_LT(until_break, limit / 2);
   json b = chat_body("Weather in Paris?", limit);
   b["tools"] = weather_tools();
@@ -1243,21 +1248,7 @@ TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   b["dsv4_force_output"] = broken;
   for (bool stream : {false, true}) {
     b["stream_options"] = stream ? json{{"include_usage", true}} : json(nullptr);
-    Reply r = post_chat(port(), b, stream);
-    ASSERT_EQ(r.status, 200) << r.body;
-    EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
-    EXPECT_EQ(r.body.find("and on"), std::string::npos) << r.body;
-    ChatStream cs;
-    if (stream) cs = collect_chat_stream(r.body);
-    const json usage = stream ? cs.usage : r.j()["usage"];
-    const std::string finish =
-        stream ? cs.finish : r.j()["choices"][0]["finish_reason"].get<std::string>();
-    EXPECT_EQ(usage["completion_tokens"].get<int>(), until_break) << r.body;
-    EXPECT_EQ(finish, "tool_calls") << r.body;
-    const json calls = chat_calls(r, stream);
-    ASSERT_EQ(calls.size(), 1u) << r.body;
-    EXPECT_EQ(calls[0]["name"], "get_weather");
-    EXPECT_EQ(calls[0]["arguments"], R"({"location": "Paris"})");
+    expect_paris_weather_call(post_chat(port(), b, stream), stream, until_break);
   }
 
   // Thinking mode, and the Anthropic shape.
@@ -1268,8 +1259,10 @@ TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   t["dsv4_force_output"] = "Paris it is.</think>" + broken;
   Reply r = post(port(), "/v1/chat/completions", t);
   ASSERT_EQ(r.status, 200) << r.body;
-  EXPECT_EQ(r.j()["usage"]["completion_tokens"].get<int>(),
-            until_break + static_cast<int>(tk.encode("Paris it is.</think>").size()))
+  EXPECT_EQ(
+      r.j()["usage"]["completion_tokens"].get<int>(),
+      until_break +
+          static_cast<int>(tok::Tokenizer::load(model_dir()).encode("Paris it is.</think>").size()))
       << r.body;
   EXPECT_EQ(r.j()["choices"][0]["finish_reason"], "tool_calls") << r.body;
   EXPECT_EQ(r.j()["choices"][0]["message"]["reasoning_content"], "Paris it is.");
