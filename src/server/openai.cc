@@ -211,6 +211,8 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
 
 // tool_choice: "none" drops the tools from the prompt, a named function keeps only that tool;
 // "required" (Anthropic "any") and a named function also require the reply to be a tool call.
+static std::string tool_name(const ojson& tool) { return tool["function"].value("name", ""); }
+
 ToolChoice read_tool_choice(const json& body, ojson tools) {
   ToolChoice c;
   if (tools.is_array() && tools.empty()) tools = nullptr;
@@ -270,7 +272,7 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
   if (mode == "named") {
     ojson kept = ojson::array();
     for (auto& t : c.tools)
-      if (t["function"].value("name", "") == name) kept.push_back(t);
+      if (tool_name(t) == name) kept.push_back(t);
     if (kept.empty())
       throw ApiError(400,
                      "'tool_choice' names the function \"" + name + "\", which is not in 'tools'",
@@ -280,9 +282,8 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
     c.name = name;
   } else {
     // The reply must name one of these (force_tool_call constrains it), so each must be writable.
-    for (const auto& t : c.tools) c.names.push_back(t["function"].value("name", ""));
-    for (const std::string& n : c.names) check_writable(n);
-    if (c.names.size() == 1) c.name = c.names[0];
+    for (const auto& t : c.tools) check_writable(tool_name(t));
+    if (c.tools.size() == 1) c.name = tool_name(c.tools[0]);
   }
   return c;
 }
@@ -313,7 +314,7 @@ void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenReq
     opener += tc.name + "\">\n";
   } else {
     std::vector<std::string> choices;
-    for (const std::string& n : tc.names) choices.push_back(n + "\">\n");
+    for (const auto& t : tc.tools) choices.push_back(tool_name(t) + "\">\n");
     g.gen.after_forced = std::make_shared<const ChoiceConstraint>(ctx.vocab, std::move(choices));
   }
   try {

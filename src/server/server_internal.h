@@ -211,7 +211,6 @@ struct ToolChoice {
   ojson tools;            // the tools to render into the prompt (null: none)
   bool required = false;  // the reply must be a tool call ("required", Anthropic "any", named)
   std::string name;       // ... to this function (a named choice, or the only tool given)
-  std::vector<std::string> names;  // "required": the names of the tools it may call
 };
 // Reads tool_choice against the converted `tools` (null or empty: none were given). Accepts the
 // OpenAI Chat shapes ("none" | "auto" | "required" | {"type": "function", "function": {"name"}}),

@@ -870,6 +870,15 @@ const char* kWeatherCallRest =
     "<｜DSML｜parameter name=\"location\" string=\"true\">Paris</｜DSML｜parameter>\n"
     "</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>";
 
+// `body` as a non-streamed request in thinking mode whose output the test hook scripts.
+json thinking_request(json body, const std::string& output) {
+  body.erase("stream");
+  body.erase("stream_options");
+  body["chat_template_kwargs"] = {{"thinking", true}};
+  body["dsv4_force_output"] = output;
+  return body;
+}
+
 json named_choice(const std::string& name) {
   return {{"type", "function"}, {"function", {{"name", name}}}};
 }
@@ -932,10 +941,7 @@ TEST_F(ServerTest, ToolChoiceNamedAndRequiredForceAToolCall) {
   EXPECT_EQ(ch["message"]["tool_calls"][0]["function"]["arguments"], R"({"tz": "UTC"})");
 
   // Thinking mode: the call is forced once the reasoning is closed.
-  json t = b;
-  t.erase("stream");
-  t["chat_template_kwargs"] = {{"thinking", true}};
-  t["dsv4_force_output"] = std::string("Paris it is.</think>") + kWeatherCallRest;
+  json t = thinking_request(b, std::string("Paris it is.</think>") + kWeatherCallRest);
   r = post(port(), "/v1/chat/completions", t);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.body.find("DSML"), std::string::npos) << r.body;
@@ -1100,10 +1106,7 @@ TEST_F(ServerTest, ToolChoiceRequiredNamesADeclaredTool) {
     EXPECT_TRUE(declared(calls[0]["name"])) << r.body;
   }
   // Thinking mode: the constraint starts after </think> and the forced opener.
-  json t = q;
-  t.erase("stream");
-  t["chat_template_kwargs"] = {{"thinking", true}};
-  t["dsv4_force_output"] = "Stocks.</think>" + undeclared;
+  json t = thinking_request(q, "Stocks.</think>" + undeclared);
   Reply r = post(port(), "/v1/chat/completions", t);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(r.j()["choices"][0]["message"]["reasoning_content"], "Stocks.");
@@ -1252,11 +1255,7 @@ TEST_F(ServerTest, BrokenForcedToolCallStopsAtTheBreak) {
   }
 
   // Thinking mode, and the Anthropic shape.
-  json t = b;
-  t.erase("stream");
-  t.erase("stream_options");
-  t["chat_template_kwargs"] = {{"thinking", true}};
-  t["dsv4_force_output"] = "Paris it is.</think>" + broken;
+  json t = thinking_request(b, "Paris it is.</think>" + broken);
   Reply r = post(port(), "/v1/chat/completions", t);
   ASSERT_EQ(r.status, 200) << r.body;
   EXPECT_EQ(
@@ -1328,10 +1327,7 @@ TEST_F(ServerTest, LogprobsLeaveOutToolCallTokens) {
   EXPECT_EQ(collect_chat_stream(s.body).tool_calls.size(), 1u);
 
   // Thinking mode: the reasoning's tokens and </think> keep theirs, the call's have none.
-  json t = b;
-  t.erase("stream");
-  t["chat_template_kwargs"] = {{"thinking", true}};
-  t["dsv4_force_output"] = std::string("Paris it is.</think>") + kWeatherCallRest;
+  json t = thinking_request(b, std::string("Paris it is.</think>") + kWeatherCallRest);
   r = post(port(), "/v1/chat/completions", t);
   ASSERT_EQ(r.status, 200) << r.body;
   ASSERT_EQ(r.j()["choices"][0]["message"]["tool_calls"].size(), 1u) << r.body;
@@ -1528,9 +1524,10 @@ TEST(ServerLimits, QueueFullGives503) {
 }
 
 // A server with a 2 s time limit. The long request asks for nearly the whole context (8192
-// tokens; greedy, the random-weight model does not end it earlier): at the tiny model's speed
-// (300-1000 tok/s in a release build here) that takes 8 s or more. A limit of 10 s against 3000
-// tokens was not enough: an idle machine finished them in time.
+// tokens; greedy, the random-weight model does not end it earlier). The tiny model decodes
+// about 310 tok/s with 2 threads in a release build here (`dsv4 run -n 3000`: 9.7 s), so that
+// takes some 25 s; a limit of 10 s against 3000 tokens, as before, was not enough on an idle
+// machine.
 TEST(ServerLimits, TimeoutGives504AndFreesTheSlot) {
   ServerProc srv;
   srv.start(
