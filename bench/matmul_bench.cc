@@ -18,6 +18,7 @@
 #include "kernels/matmul_internal.h"
 #include "kernels/membench.h"
 #include "numerics/formats.h"
+#include "util/huge_pages.h"
 #include "util/thread_pool.h"
 
 namespace {
@@ -52,7 +53,9 @@ uint64_t next(uint64_t& s) {
 
 // `copies` random matrices with valid encodings (scales near 1, no NaN codes).
 struct Weights {
-  std::vector<std::unique_ptr<uint8_t[]>> data, scales;
+  // 2 MiB pages, as the checkpoint mappings (util/huge_pages.h).
+  std::vector<std::unique_ptr<dsv4::HugeBuffer>> data;
+  std::vector<std::unique_ptr<uint8_t[]>> scales;
   std::vector<MatrixView> views;
 };
 
@@ -83,20 +86,21 @@ Weights make_weights(const Case& c, size_t copies) {
         nscales = c.rows * v.scale_stride;
         break;
     }
-    auto d = std::make_unique<uint8_t[]>(nbytes);
+    auto buf = std::make_unique<dsv4::HugeBuffer>(nbytes);
+    uint8_t* d = buf->as<uint8_t>();
     for (size_t i = 0; i < nbytes; i += 8) {
       uint64_t r = next(s);
       if (c.fmt == WeightFormat::kFp8Block128) r &= 0xbebebebebebebebeull;  // no 0x7f/0xff
       if (c.fmt == WeightFormat::kF32) r &= 0x3fff'ffff'3fff'ffffull;       // finite, |x| < 2
       if (c.fmt == WeightFormat::kBF16) r &= 0x3fff'3fff'3fff'3fffull;
-      std::memcpy(d.get() + i, &r, std::min<size_t>(8, nbytes - i));
+      std::memcpy(d + i, &r, std::min<size_t>(8, nbytes - i));
     }
     auto sc = std::make_unique<uint8_t[]>(nscales + 1);
     for (size_t i = 0; i < nscales; ++i) sc[i] = static_cast<uint8_t>(120 + next(s) % 8);
-    v.data = d.get();
+    v.data = d;
     v.scales = nscales ? sc.get() : nullptr;
     w.views.push_back(v);
-    w.data.push_back(std::move(d));
+    w.data.push_back(std::move(buf));
     w.scales.push_back(std::move(sc));
   }
   return w;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "util/error.h"
+#include "util/huge_pages.h"
 
 namespace dsv4 {
 
@@ -24,8 +25,10 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
+    // 2 MiB aligned with MADV_HUGEPAGE: decode reads weights markedly faster from huge pages
+    // (util/huge_pages.h).
+    void* p = map_huge_aligned(size_, fd);
+    if (p == nullptr) {
       int e = errno;
       ::close(fd);
       throw Error(path + ": cannot mmap: " + std::strerror(e));
@@ -35,9 +38,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   ::close(fd);
 }
 
-MappedFile::~MappedFile() {
-  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-}
+MappedFile::~MappedFile() { unmap_pages(data_, size_); }
 
 MappedFile::MappedFile(MappedFile&& o) noexcept
     : path_(std::move(o.path_)),
@@ -46,7 +47,7 @@ MappedFile::MappedFile(MappedFile&& o) noexcept
 
 MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
   if (this != &o) {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+    unmap_pages(data_, size_);
     path_ = std::move(o.path_);
     data_ = std::exchange(o.data_, nullptr);
     size_ = std::exchange(o.size_, 0);

@@ -11,7 +11,7 @@
 #define HWY_TARGET_INCLUDE "kernels/membench.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
-#include "hwy/aligned_allocator.h"
+#include "util/huge_pages.h"
 #include "util/thread_pool.h"
 
 HWY_BEFORE_NAMESPACE();
@@ -35,14 +35,15 @@ double SumRangeImpl(const float* HWY_RESTRICT p, size_t n) {
     a6 = hn::Add(a6, hn::LoadU(d, p + i + 6 * N));
     a7 = hn::Add(a7, hn::LoadU(d, p + i + 7 * N));
   }
-  a0 = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
+  a0 =
+      hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
   double s = hn::GetLane(hn::SumOfLanes(d, a0));
   for (; i < n; ++i) s += p[i];
   return s;
 }
 
-void TriadRangeImpl(float* HWY_RESTRICT a, const float* HWY_RESTRICT b,
-                    const float* HWY_RESTRICT c, float s, size_t n) {
+void TriadRangeImpl(float* HWY_RESTRICT a, const float* HWY_RESTRICT b, const float* HWY_RESTRICT c,
+                    float s, size_t n) {
   const hn::ScalableTag<float> d;
   const size_t N = hn::Lanes(d);
   const auto vs = hn::Set(d, s);
@@ -76,7 +77,8 @@ double FmaLoopImpl(size_t iters, float seed) {
     a10 = hn::MulAdd(a10, m, c);
     a11 = hn::MulAdd(a11, m, c);
   }
-  auto s = hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
+  auto s =
+      hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
   s = hn::Add(s, hn::Add(hn::Add(a8, a9), hn::Add(a10, a11)));
   return hn::GetLane(hn::SumOfLanes(d, s));
 }
@@ -114,16 +116,20 @@ const char* membench_target_name() {
 
 double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes) {
   const size_t n = std::max<size_t>(bytes / sizeof(float), kGrain);
-  auto buf = hwy::AllocateAligned<float>(n);
-  float* p = buf.get();
+  HugeBuffer buf(n * sizeof(float));  // the page size the weights are mapped with
+  float* p = buf.as<float>();
   // First touch by the thread that will read each part (same partition as below).
-  pool.parallel_for(n, [&](size_t b, size_t e, int) { std::fill(p + b, p + e, 1.0f); }, kGrain);
+  pool.parallel_for(
+      n, [&](size_t b, size_t e, int) { std::fill(p + b, p + e, 1.0f); }, kGrain);
   std::vector<double> partial(pool.size(), 0.0);
   double best = 1e30;
   for (int pass = 0; pass < std::max(passes, 1); ++pass) {
     const auto t0 = Clock::now();
     pool.parallel_for(
-        n, [&](size_t b, size_t e, int t) { partial[t] += HWY_DYNAMIC_DISPATCH(SumRangeImpl)(p + b, e - b); },
+        n,
+        [&](size_t b, size_t e, int t) {
+          partial[t] += HWY_DYNAMIC_DISPATCH(SumRangeImpl)(p + b, e - b);
+        },
         kGrain);
     best = std::min(best, seconds_since(t0));
   }
@@ -135,9 +141,8 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes) {
 
 double measure_triad_gbps(ThreadPool& pool, size_t bytes, int passes) {
   const size_t n = std::max<size_t>(bytes / 3 / sizeof(float), kGrain);
-  auto a = hwy::AllocateAligned<float>(n), b = hwy::AllocateAligned<float>(n),
-       c = hwy::AllocateAligned<float>(n);
-  float *pa = a.get(), *pb = b.get(), *pc = c.get();
+  HugeBuffer a(n * sizeof(float)), b(n * sizeof(float)), c(n * sizeof(float));
+  float *pa = a.as<float>(), *pb = b.as<float>(), *pc = c.as<float>();
   pool.parallel_for(
       n,
       [&](size_t lo, size_t hi, int) {
@@ -170,7 +175,8 @@ double measure_peak_flops(ThreadPool& pool, double seconds) {
     g_sink = HWY_DYNAMIC_DISPATCH(FmaLoopImpl)(iters, 1.0f);
     const double dt = seconds_since(t0);
     if (dt > 0.02 || iters > (size_t{1} << 40)) {
-      iters = static_cast<size_t>(static_cast<double>(iters) * std::max(seconds, 1e-3) / 3 / dt) + 1;
+      iters =
+          static_cast<size_t>(static_cast<double>(iters) * std::max(seconds, 1e-3) / 3 / dt) + 1;
       break;
     }
     iters *= 4;

@@ -11,7 +11,9 @@ class ThreadPool;
 
 // Read-only streaming bandwidth in GB/s (1e9 bytes/s): every thread sums its own contiguous part
 // of a `bytes`-sized buffer (first touched by that thread) with vector loads; best of `passes`.
-// Decode reads weights and writes almost nothing, so this is its roofline. Use ≥ 1 GiB.
+// Decode reads weights and writes almost nothing, so this is its roofline. Use ≥ 1 GiB. The buffer
+// is mapped in 2 MiB pages where the kernel allows (util/huge_pages.h), like the weights, so the
+// roofline is the faster of the two page sizes.
 double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5);
 
 // STREAM triad a[i] = b[i] + s·c[i] over three float arrays of bytes/3 each; GB/s counted the

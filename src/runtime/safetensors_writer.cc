@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "util/error.h"
+#include "util/huge_pages.h"
 
 namespace dsv4 {
 
@@ -37,7 +38,8 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
     if (slots_.count(e.name)) throw Error(path + ": duplicate tensor name '" + e.name + "'");
     size_t n = nbytes(e.dtype, e.shape);
     slots_[e.name] = Slot{off, n};
-    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + n}}};
+    header[e.name] = {
+        {"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {off, off + n}}};
     off += n;
   }
   data_bytes_ = off;
@@ -52,23 +54,19 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Entry>
   for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(hl >> (8 * i));
   std::string head(reinterpret_cast<char*>(len), 8);
   head += text;
-  size_t done = 0;
-  while (done < head.size()) {
-    ssize_t w = ::pwrite(fd_, head.data() + done, head.size() - done, static_cast<off_t>(done));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw Error("cannot write " + path + ": " + std::strerror(errno));
-    }
-    done += static_cast<size_t>(w);
-  }
   if (::ftruncate(fd_, static_cast<off_t>(header_bytes_ + data_bytes_)) != 0) {
     throw Error("cannot size " + path + " to " + std::to_string(header_bytes_ + data_bytes_) +
                 " bytes: " + std::strerror(errno));
   }
+  stage(0, reinterpret_cast<const uint8_t*>(head.data()), head.size());
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
-  if (fd_ >= 0) ::close(fd_);
+  try {
+    close();
+  } catch (const Error&) {
+    // Destructors must not throw; a caller that needs the error calls close() itself.
+  }
 }
 
 size_t SafetensorsWriter::tensor_bytes(const std::string& name) const {
@@ -83,8 +81,36 @@ void SafetensorsWriter::write(const std::string& name, size_t offset, const void
   if (offset + n > it->second.size) {
     throw Error(path_ + ": write past the end of tensor '" + name + "'");
   }
-  const auto* p = static_cast<const uint8_t*>(data);
-  size_t pos = header_bytes_ + it->second.begin + offset;
+  stage(header_bytes_ + it->second.begin + offset, static_cast<const uint8_t*>(data), n);
+}
+
+void SafetensorsWriter::stage(size_t pos, const uint8_t* p, size_t n) {
+  while (n) {
+    const size_t index = pos / kHugePageBytes, within = pos % kHugePageBytes;
+    const size_t len = std::min(kHugePageBytes, file_bytes() - index * kHugePageBytes);
+    const size_t take = std::min(n, len - within);
+    std::vector<uint8_t> full;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Block& b = blocks_[index];
+      if (b.bytes.empty()) b.bytes.assign(len, 0);
+      std::memcpy(b.bytes.data() + within, p, take);
+      b.filled += take;
+      if (b.filled > len)
+        throw Error(path_ + ": bytes written twice near offset " + std::to_string(pos));
+      if (b.filled == len) {
+        full = std::move(b.bytes);
+        blocks_.erase(index);
+      }
+    }
+    if (!full.empty()) write_at(index * kHugePageBytes, full.data(), full.size());
+    p += take;
+    pos += take;
+    n -= take;
+  }
+}
+
+void SafetensorsWriter::write_at(size_t pos, const uint8_t* p, size_t n) {
   while (n) {
     ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(pos));
     if (w < 0) {
@@ -99,6 +125,9 @@ void SafetensorsWriter::write(const std::string& name, size_t offset, const void
 
 void SafetensorsWriter::close() {
   if (fd_ < 0) return;
+  // Blocks with bytes never written (none when every tensor was written in full).
+  for (auto& [index, b] : blocks_) write_at(index * kHugePageBytes, b.bytes.data(), b.bytes.size());
+  blocks_.clear();
   int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) throw Error("cannot close " + path_ + ": " + std::strerror(errno));

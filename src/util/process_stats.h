@@ -2,11 +2,21 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 
 namespace dsv4 {
 
 // VmRSS from /proc/self/status in bytes (0 where unavailable). Mapped checkpoint pages count once
 // they have been touched.
 size_t resident_set_bytes();
+
+// The resident part of this process's file mappings under directory `dir` (an absolute,
+// symlink-free path, e.g. from std::filesystem::canonical) and how much of it is mapped by 2 MiB
+// pages (FilePmdMapped), from /proc/self/smaps; zeros where unavailable.
+struct MappedResidency {
+  size_t resident_bytes = 0;
+  size_t huge_bytes = 0;
+};
+MappedResidency file_mapping_residency(const std::string& dir);
 
 }  // namespace dsv4

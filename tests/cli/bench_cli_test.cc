@@ -27,6 +27,11 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(),
             j["decode"][0]["bytes_per_token"].get<double>());
   EXPECT_LT(j["decode_roofline_ratio"].get<double>(), 5.0);
+  // The checkpoint's resident pages are counted from its mappings (tiny/ holds ~30 MB).
+  const auto resident = j["weights_resident_bytes"].get<double>();
+  EXPECT_GT(resident, 1e6);
+  EXPECT_LT(resident, 2e8);
+  EXPECT_LE(j["weights_huge_page_bytes"].get<double>(), resident);
 }
 
 TEST(BenchCli, BadDepthIsRejected) {
