@@ -6,8 +6,8 @@
 // cache held 2 MiB folios. Linux gives a file mapping 2 MiB pages only when the mapping is
 // 2 MiB aligned, asked for with MADV_HUGEPAGE (transparent_hugepage=madvise is the usual default),
 // and the page cache holds the file in 2 MiB folios: files first read through such a mapping get
-// them (ext4 and xfs on Linux ≥ 6.x); files already cached in small pages keep those until they
-// are evicted.
+// them (xfs, and ext4 on recent kernels such as 6.18); files already cached in small pages keep
+// those until they are evicted.
 #pragma once
 
 #include <cstddef>
