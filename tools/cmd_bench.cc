@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -46,16 +47,42 @@ std::vector<int64_t> parse_depths(const std::string& s) {
   return v;
 }
 
+// Mean and sample standard deviation of repeated timings (llama-bench's "avg ± stdev").
+struct Stat {
+  double mean = 0, sd = 0;
+};
+Stat stat(const std::vector<double>& v) {
+  Stat r;
+  for (double x : v) r.mean += x / static_cast<double>(v.size());
+  if (v.size() > 1) {
+    double ss = 0;
+    for (double x : v) ss += (x - r.mean) * (x - r.mean);
+    r.sd = std::sqrt(ss / static_cast<double>(v.size() - 1));
+  }
+  return r;
+}
+
+// "12.34" or, over several repetitions, "12.34 ± 0.56".
+std::string with_sd(const Stat& s, int reps) {
+  char buf[64];
+  if (reps > 1)
+    std::snprintf(buf, sizeof buf, "%.2f ± %.2f", s.mean, s.sd);
+  else
+    std::snprintf(buf, sizeof buf, "%.2f", s.mean);
+  return buf;
+}
+
 struct DecodeRow {
   int64_t depth = 0;
-  double tok_s = 0, bytes_per_token = 0, gb_s = 0;
+  Stat tok_s, gb_s;
+  double bytes_per_token = 0;
 };
 
 int run_bench(int argc, char** argv) {
   CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
                "dsv4 bench"};
   std::string model_dir, depth_str = "0";
-  int threads = 0, n_prompt = 512, n_gen = 128;
+  int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
   bool pin = false;
   size_t membench_mib = 1024, chunk = 512;
   bool json_out = false;
@@ -65,6 +92,9 @@ int run_bench(int argc, char** argv) {
   app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
   app.add_option("--depth", depth_str,
                  "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
+  app.add_option("-r,--repetitions", reps,
+                 "timed repetitions of the prefill and of each depth's decode; mean ± standard "
+                 "deviation are printed (default 3)");
   app.add_option("--chunk", chunk, "prefill chunk used to reach a depth (default 512)");
   app.add_option("--membench-mib", membench_mib,
                  "buffer for the bandwidth kernels in MiB (default 1024)");
@@ -76,7 +106,7 @@ int run_bench(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  if (n_prompt < 1 || n_gen < 1) throw Error("-p and -n must be positive");
+  if (n_prompt < 1 || n_gen < 1 || reps < 1) throw Error("-p, -n and -r must be positive");
   const std::vector<int64_t> depths = parse_depths(depth_str);
   ThreadPool pool(threads, pin);
 
@@ -138,13 +168,17 @@ int run_bench(int argc, char** argv) {
     prefill_flops += 2.0 * (c.weight_macs - out_macs + c.attention_macs);
     s.n_past++;
   }
-  s = model->new_sequence();
-  const auto prompt = random_ids(n_prompt);
-  const auto t_pre = Clock::now();
-  run(s, prompt, true);
-  const double prefill_s = seconds_since(t_pre);
-  const double prefill_tok_s = n_prompt / prefill_s;
-  const double prefill_flop_s = prefill_flops / prefill_s;
+  std::vector<double> prefill_rates;
+  for (int r = 0; r < reps; ++r) {
+    s = model->new_sequence();
+    const auto prompt = random_ids(n_prompt);
+    const auto t_pre = Clock::now();
+    run(s, prompt, true);
+    prefill_rates.push_back(n_prompt / seconds_since(t_pre));
+  }
+  const Stat prefill = stat(prefill_rates);
+  const double prefill_tok_s = prefill.mean;
+  const double prefill_flop_s = prefill_flops / n_prompt * prefill.mean;
   remeasure_limits();
 
   // Decode at each depth.
@@ -157,19 +191,28 @@ int run_bench(int argc, char** argv) {
       run(d, random_ids(n), false);
       done += static_cast<int64_t>(n);
     }
-    double bytes = 0;
-    const auto t0 = Clock::now();
-    for (int i = 0; i < n_gen; ++i) {
-      const auto c = model->token_cost(d);
-      bytes += static_cast<double>(c.weight_bytes + c.kv_bytes);
-      run(d, random_ids(1), true);
+    // Repetitions continue the same sequence (the context grows by n tokens each time); bytes
+    // are counted per token at its own depth.
+    std::vector<double> rates, gbps;
+    double all_bytes = 0;
+    for (int rep = 0; rep < reps; ++rep) {
+      double bytes = 0;
+      const auto t0 = Clock::now();
+      for (int i = 0; i < n_gen; ++i) {
+        const auto c = model->token_cost(d);
+        bytes += static_cast<double>(c.weight_bytes + c.kv_bytes);
+        run(d, random_ids(1), true);
+      }
+      const double sec = seconds_since(t0);
+      rates.push_back(n_gen / sec);
+      gbps.push_back(bytes / sec / 1e9);
+      all_bytes += bytes;
     }
-    const double sec = seconds_since(t0);
     DecodeRow r;
     r.depth = depth;
-    r.tok_s = n_gen / sec;
-    r.bytes_per_token = bytes / n_gen;
-    r.gb_s = bytes / sec / 1e9;
+    r.tok_s = stat(rates);
+    r.gb_s = stat(gbps);
+    r.bytes_per_token = all_bytes / (static_cast<double>(n_gen) * reps);
     rows.push_back(r);
   }
   const size_t rss_end = resident_set_bytes();
@@ -191,26 +234,30 @@ int run_bench(int argc, char** argv) {
     j["rss_bytes"] = rss_end;
     j["weights_resident_bytes"] = weights.resident_bytes;
     j["weights_huge_page_bytes"] = weights.huge_bytes;
+    j["repetitions"] = reps;
     j["prefill_tokens"] = n_prompt;
     j["prefill_tok_s"] = prefill_tok_s;
+    j["prefill_tok_s_sd"] = prefill.sd;
     j["prefill_cold_tok_s"] = cold_prefill_tok_s;
     j["prefill_flop_per_token"] = prefill_flops / n_prompt;
     j["prefill_flop_s"] = prefill_flop_s;
     j["peak_flop_s"] = peak_flops;
     j["prefill_peak_ratio"] = prefill_flop_s / peak_flops;
-    j["decode_tok_s"] = d0.tok_s;
+    j["decode_tok_s"] = d0.tok_s.mean;
+    j["decode_tok_s_sd"] = d0.tok_s.sd;
     j["decode_bytes_per_token"] = d0.bytes_per_token;
-    j["decode_gb_s"] = d0.gb_s;
+    j["decode_gb_s"] = d0.gb_s.mean;
     j["read_gb_s"] = read_gbps;
     j["triad_gb_s"] = triad_gbps;
-    j["decode_roofline_ratio"] = d0.gb_s / read_gbps;
+    j["decode_roofline_ratio"] = d0.gb_s.mean / read_gbps;
     j["decode"] = nlohmann::json::array();
     for (const auto& r : rows) {
       j["decode"].push_back({{"depth", r.depth},
-                             {"tok_s", r.tok_s},
+                             {"tok_s", r.tok_s.mean},
+                             {"tok_s_sd", r.tok_s.sd},
                              {"bytes_per_token", r.bytes_per_token},
-                             {"gb_s", r.gb_s},
-                             {"roofline_ratio", r.gb_s / read_gbps}});
+                             {"gb_s", r.gb_s.mean},
+                             {"roofline_ratio", r.gb_s.mean / read_gbps}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -225,23 +272,25 @@ int run_bench(int argc, char** argv) {
   std::printf("  weights             %.2f GB resident at the end, %.2f GB of it in 2 MiB pages%s\n",
               weights.resident_bytes / 1e9, weights.huge_bytes / 1e9,
               weights.huge_bytes * 2 < weights.resident_bytes
-                  ? " (the page cache holds the files in small pages: see README, Speed)"
+                  ? " (the page cache holds the files in small pages: see the README on huge pages)"
                   : "");
   std::printf(
       "  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n",
       read_gbps, triad_gbps, peak_flops / 1e9);
-  std::printf("  prefill %5d tok   %8.2f tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
-              n_prompt, prefill_tok_s, prefill_flops / n_prompt / 1e9, prefill_flop_s / 1e9,
-              prefill_flop_s / peak_flops);
+  std::printf("  prefill %5d tok   %s tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
+              n_prompt, with_sd(prefill, reps).c_str(), prefill_flops / n_prompt / 1e9,
+              prefill_flop_s / 1e9, prefill_flop_s / peak_flops);
   std::printf(
-      "                      (after an untimed warm-up prefill; that first, cold one: "
+      "                      (%s; after an untimed warm-up prefill, whose cold speed was "
       "%.2f tok/s)\n",
+      reps > 1 ? (std::to_string(reps) + " repetitions: mean ± standard deviation").c_str()
+               : "1 repetition",
       cold_prefill_tok_s);
   for (const auto& r : rows) {
     std::printf(
-        "  decode @ depth %-7lld %7.2f tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only\n",
-        static_cast<long long>(r.depth), r.tok_s, r.bytes_per_token / 1e9, r.gb_s,
-        r.gb_s / read_gbps);
+        "  decode @ depth %-7lld %s tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only\n",
+        static_cast<long long>(r.depth), with_sd(r.tok_s, reps).c_str(), r.bytes_per_token / 1e9,
+        r.gb_s.mean, r.gb_s.mean / read_gbps);
   }
   return 0;
 }

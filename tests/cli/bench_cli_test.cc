@@ -13,7 +13,7 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   std::string out;
   const std::string cmd = dsv4_binary() + " bench -m " +
                           (shared_dir() / "golden" / "tiny").string() +
-                          " -p 16 -n 4 --depth 0,40 --membench-mib 16 -t 2 --json 2>/dev/null";
+                          " -p 16 -n 4 -r 2 --depth 0,40 --membench-mib 16 -t 2 --json 2>/dev/null";
   ASSERT_EQ(run_command(cmd, &out), 0) << out;
   const auto j = nlohmann::json::parse(out);
   for (const char* k : {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s",
@@ -23,6 +23,13 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
     EXPECT_GT(j[k].get<double>(), 0.0) << k;
   }
   ASSERT_EQ(j["decode"].size(), 2u);
+  // Two timed repetitions: means with their standard deviations.
+  EXPECT_EQ(j["repetitions"].get<int>(), 2);
+  for (const auto* sd :
+       {&j["prefill_tok_s_sd"], &j["decode_tok_s_sd"], &j["decode"][1]["tok_s_sd"]}) {
+    EXPECT_GE(sd->get<double>(), 0.0);
+    EXPECT_LT(sd->get<double>(), j["prefill_tok_s"].get<double>());
+  }
   // Deeper context reads more KV per token.
   EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(),
             j["decode"][0]["bytes_per_token"].get<double>());
