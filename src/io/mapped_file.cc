@@ -27,7 +27,7 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
   if (size_ > 0) {
     // 2 MiB aligned with MADV_HUGEPAGE: decode reads weights markedly faster from huge pages
     // (util/huge_pages.h).
-    void* p = map_huge_aligned(size_, fd);
+    void* p = map_aligned(size_, fd);
     if (p == nullptr) {
       int e = errno;
       ::close(fd);

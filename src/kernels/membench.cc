@@ -114,9 +114,9 @@ const char* membench_target_name() {
   return hwy::TargetName(HWY_DYNAMIC_DISPATCH(MembenchTargetImpl)());
 }
 
-double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes) {
+double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes, Pages pages) {
   const size_t n = std::max<size_t>(bytes / sizeof(float), kGrain);
-  HugeBuffer buf(n * sizeof(float));  // the page size the weights are mapped with
+  MappedBuffer buf(n * sizeof(float), pages);
   float* p = buf.as<float>();
   // First touch by the thread that will read each part (same partition as below).
   pool.parallel_for(
@@ -141,7 +141,7 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes) {
 
 double measure_triad_gbps(ThreadPool& pool, size_t bytes, int passes) {
   const size_t n = std::max<size_t>(bytes / 3 / sizeof(float), kGrain);
-  HugeBuffer a(n * sizeof(float)), b(n * sizeof(float)), c(n * sizeof(float));
+  MappedBuffer a(n * sizeof(float)), b(n * sizeof(float)), c(n * sizeof(float));
   float *pa = a.as<float>(), *pb = b.as<float>(), *pc = c.as<float>();
   pool.parallel_for(
       n,

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 
+#include "util/huge_pages.h"
+
 namespace dsv4 {
 
 class ThreadPool;
@@ -13,8 +15,9 @@ class ThreadPool;
 // of a `bytes`-sized buffer (first touched by that thread) with vector loads; best of `passes`.
 // Decode reads weights and writes almost nothing, so this is its roofline. Use ≥ 1 GiB. The buffer
 // is mapped in 2 MiB pages where the kernel allows (util/huge_pages.h), like the weights, so the
-// roofline is the faster of the two page sizes.
-double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5);
+// roofline is the faster of the two page sizes; Pages::kSmall measures 4 KiB pages instead.
+double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5,
+                         Pages pages = Pages::kHuge);
 
 // STREAM triad a[i] = b[i] + s·c[i] over three float arrays of bytes/3 each; GB/s counted the
 // STREAM way (3 × array bytes per pass, write-allocate traffic not counted); best of `passes`.

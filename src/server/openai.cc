@@ -209,9 +209,10 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
   }
 }
 
+static std::string tool_name(const ojson& tool) { return tool["function"].value("name", ""); }
+
 // tool_choice: "none" drops the tools from the prompt, a named function keeps only that tool;
 // "required" (Anthropic "any") and a named function also require the reply to be a tool call.
-static std::string tool_name(const ojson& tool) { return tool["function"].value("name", ""); }
 
 ToolChoice read_tool_choice(const json& body, ojson tools) {
   ToolChoice c;

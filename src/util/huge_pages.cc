@@ -12,7 +12,7 @@
 
 namespace dsv4 {
 
-void* map_huge_aligned(size_t bytes, int fd) {
+void* map_aligned(size_t bytes, int fd, Pages pages) {
   if (bytes == 0) {
     errno = EINVAL;
     return nullptr;
@@ -38,7 +38,8 @@ void* map_huge_aligned(size_t bytes, int fd) {
   const uintptr_t end = (start + bytes + page - 1) & ~(page - 1);
   if (start > base) ::munmap(r, start - base);
   if (base + span > end) ::munmap(reinterpret_cast<void*>(end), base + span - end);
-  ::madvise(p, bytes, MADV_HUGEPAGE);  // advice only: no THP support is not an error
+  // Advice only: no THP support is not an error.
+  ::madvise(p, bytes, pages == Pages::kHuge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
   return p;
 }
 
@@ -46,7 +47,8 @@ void unmap_pages(const void* p, size_t bytes) {
   if (p != nullptr) ::munmap(const_cast<void*>(p), bytes);
 }
 
-HugeBuffer::HugeBuffer(size_t bytes) : p_(map_huge_aligned(bytes, -1)), bytes_(bytes) {
+MappedBuffer::MappedBuffer(size_t bytes, Pages pages)
+    : p_(map_aligned(bytes, -1, pages)), bytes_(bytes) {
   if (p_ == nullptr) {
     throw Error("cannot map " + std::to_string(bytes) +
                 " bytes of memory: " + std::strerror(errno));

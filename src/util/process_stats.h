@@ -19,4 +19,9 @@ struct MappedResidency {
 };
 MappedResidency file_mapping_residency(const std::string& dir);
 
+// The VmFlags line of the mapping holding address `p` in /proc/self/smaps (e.g. " rd mr mw me hg",
+// with "hg" for MADV_HUGEPAGE and "nh" for MADV_NOHUGEPAGE), each flag preceded by a space; empty
+// if `p` is not mapped or the file is unavailable.
+std::string mapping_vm_flags(const void* p);
+
 }  // namespace dsv4

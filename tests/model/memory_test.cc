@@ -4,12 +4,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "golden_util.h"
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "test_support.h"
+#include "util/huge_pages.h"
 #include "util/process_stats.h"
 #include "util/thread_pool.h"
 
@@ -49,6 +51,27 @@ TEST(Memory, LoadMapsWeightsInPlace) {
       (after_load - before) / 1e6, biggest.ids.size(), after_prefill / 1e6);
   // Validation touches only headers, norms and the hash tables: far less than the weights.
   EXPECT_LT(after_load - before, biggest_bytes / 4);
+}
+
+// Every shard is mapped for 2 MiB pages: file offset 0 on a 2 MiB boundary (the kernel can only
+// back a file mapping with 2 MiB pages where address and file offset agree modulo 2 MiB) and
+// MADV_HUGEPAGE set on the mapping ("hg" among its VmFlags in /proc/self/smaps).
+TEST(Memory, CheckpointFilesAreMappedForHugePages) {
+  auto ck = Checkpoint::open((shared_dir() / "golden" / "tiny").string());
+  size_t checked = 0;
+  for (const auto& [name, t] : ck->tensors()) {
+    const auto start = reinterpret_cast<uintptr_t>(t.data) - t.file_offset;
+    EXPECT_EQ(start % kHugePageBytes, 0u) << name << " in " << t.file;
+    ++checked;
+  }
+  EXPECT_GT(checked, 100u);
+  std::set<std::string> shards;
+  for (const auto& [name, t] : ck->tensors()) {
+    if (!shards.insert(t.file).second) continue;
+    const std::string flags = mapping_vm_flags(t.data) + " ";
+    EXPECT_NE(flags.find(" hg "), std::string::npos) << t.file << ":" << flags;
+  }
+  EXPECT_EQ(shards.size(), 3u);  // tiny is sharded in three files
 }
 
 TEST(Memory, ExpertPrefetchChangesNoResult) {

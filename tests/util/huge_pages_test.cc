@@ -22,7 +22,7 @@ bool aligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kHugePageB
 
 TEST(HugePages, AnonymousMemoryIsAlignedZeroedAndWritable) {
   for (size_t bytes : {size_t{1}, size_t{4096} + 3, kHugePageBytes, 3 * kHugePageBytes + 5}) {
-    void* p = map_huge_aligned(bytes, -1);
+    void* p = map_aligned(bytes, -1);
     ASSERT_NE(p, nullptr) << bytes;
     EXPECT_TRUE(aligned(p)) << bytes;
     auto* b = static_cast<uint8_t*>(p);
@@ -38,13 +38,23 @@ TEST(HugePages, AnonymousMemoryIsAlignedZeroedAndWritable) {
   }
 }
 
+TEST(HugePages, BuffersCarryTheirPageAdvice) {
+  MappedBuffer huge(3 * kHugePageBytes), small(3 * kHugePageBytes, Pages::kSmall);
+  const std::string h = mapping_vm_flags(huge.as<char>()) + " ";
+  const std::string s = mapping_vm_flags(small.as<char>()) + " ";
+  EXPECT_NE(h.find(" hg "), std::string::npos) << h;
+  EXPECT_NE(s.find(" nh "), std::string::npos) << s;
+  EXPECT_EQ(s.find(" hg "), std::string::npos) << s;
+  EXPECT_EQ(mapping_vm_flags(nullptr), "");
+}
+
 TEST(HugePages, ImpossibleSizeIsAnErrorNotACrash) {
   errno = 0;
-  EXPECT_EQ(map_huge_aligned(0, -1), nullptr);
+  EXPECT_EQ(map_aligned(0, -1), nullptr);
   EXPECT_EQ(errno, EINVAL);
-  EXPECT_EQ(map_huge_aligned(size_t{1} << 62, -1), nullptr);
+  EXPECT_EQ(map_aligned(size_t{1} << 62, -1), nullptr);
   try {
-    HugeBuffer b(size_t{1} << 62);
+    MappedBuffer b(size_t{1} << 62);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("4611686018427387904 bytes"), std::string::npos)
@@ -66,7 +76,7 @@ TEST(HugePages, MappedFileIsAlignedAndCountedUnderItsDirectory) {
   }
   const int fd = ::open(path.c_str(), O_RDONLY);
   ASSERT_GE(fd, 0);
-  const auto* m = static_cast<const uint8_t*>(map_huge_aligned(bytes, fd));
+  const auto* m = static_cast<const uint8_t*>(map_aligned(bytes, fd));
   ::close(fd);  // the mapping keeps the file
   ASSERT_NE(m, nullptr);
   EXPECT_TRUE(aligned(m));
