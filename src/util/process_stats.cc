@@ -43,40 +43,47 @@ size_t resident_set_bytes() {
   return 0;
 }
 
-MappedResidency file_mapping_residency(const std::string& dir) {
-  MappedResidency r;
+// Walks /proc/self/smaps: on_mapping(begin, end, path) for each mapping, then on_field(line) for
+// each of its field lines while on_mapping's last answer was true. on_field returning true ends
+// the walk.
+template <class OnMapping, class OnField>
+void walk_smaps(const OnMapping& on_mapping, const OnField& on_field) {
   std::ifstream in("/proc/self/smaps");
-  const std::string prefix = dir.empty() || dir.back() == '/' ? dir : dir + "/";
   std::string line;
   bool inside = false;
   uintptr_t b = 0, e = 0;
   std::string_view path;
   while (std::getline(in, line)) {
-    if (mapping_line(line, b, e, path)) {
-      inside = path.substr(0, prefix.size()) == prefix;
-    } else if (inside) {
-      if (auto v = field(line, "Rss")) r.resident_bytes += std::stoull(*v) * 1024;
-      if (auto v = field(line, "FilePmdMapped")) r.huge_bytes += std::stoull(*v) * 1024;
-    }
+    if (mapping_line(line, b, e, path))
+      inside = on_mapping(b, e, path);
+    else if (inside && on_field(line))
+      return;
   }
+}
+
+MappedResidency file_mapping_residency(const std::string& dir) {
+  MappedResidency r;
+  const std::string prefix = dir.empty() || dir.back() == '/' ? dir : dir + "/";
+  walk_smaps([&](uintptr_t, uintptr_t,
+                 std::string_view path) { return path.substr(0, prefix.size()) == prefix; },
+             [&](const std::string& line) {
+               if (auto v = field(line, "Rss")) r.resident_bytes += std::stoull(*v) * 1024;
+               if (auto v = field(line, "FilePmdMapped")) r.huge_bytes += std::stoull(*v) * 1024;
+               return false;
+             });
   return r;
 }
 
 std::string mapping_vm_flags(const void* p) {
   const auto a = reinterpret_cast<uintptr_t>(p);
-  std::ifstream in("/proc/self/smaps");
-  std::string line;
-  bool inside = false;
-  uintptr_t b = 0, e = 0;
-  std::string_view path;
-  while (std::getline(in, line)) {
-    if (mapping_line(line, b, e, path)) {
-      inside = a >= b && a < e;
-    } else if (inside) {
-      if (auto v = field(line, "VmFlags")) return *v;
-    }
-  }
-  return "";
+  std::string flags;
+  walk_smaps([&](uintptr_t b, uintptr_t e, std::string_view) { return a >= b && a < e; },
+             [&](const std::string& line) {
+               auto v = field(line, "VmFlags");
+               if (v) flags = *v;
+               return v.has_value();
+             });
+  return flags;
 }
 
 }  // namespace dsv4
