@@ -14,27 +14,46 @@ namespace dsv4 {
 
 namespace {
 
+// Activations smaller than this run on the calling thread (a parallel section costs microseconds).
+constexpr size_t kParallelActivationMin = 16384;
+// Experts with at most this many rows are GEMVs (memory-bound): see use_expert_parallel.
+constexpr size_t kExpertParallelMaxRows = 8;
+
 // SwiGLU with the V4 clamp: gate ≤ limit, up ∈ [−limit, limit]; `scale` is the routing weight,
 // applied to the activation before w2 as in the reference.
+// pool == nullptr: everything on the calling thread.
 void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale,
-                   float limit, float* y, ThreadPool& pool) {
+                   float limit, float* y, ThreadPool* pool) {
   const size_t I = e.w1.rows;
   float* g = workspace<struct ExpertGateTag>(n * I);
   float* u = workspace<struct ExpertUpTag>(n * I);
-  matmul(e.w1, x, n, g, &pool);
-  matmul(e.w3, x, n, u, &pool);
-  for (size_t t = 0; t < n; ++t) {
-    const float s = scale ? scale[t] : 1.0f;
-    for (size_t i = 0; i < I; ++i) {
-      float gv = g[t * I + i], uv = u[t * I + i];
+  matmul(e.w1, x, n, g, pool);
+  matmul(e.w3, x, n, u, pool);
+  auto act = [&](size_t b, size_t end, int) {
+    for (size_t k = b; k < end; ++k) {
+      const size_t t = k / I;
+      float gv = g[k], uv = u[k];
       if (limit > 0.0f) {
         gv = std::min(gv, limit);
         uv = std::clamp(uv, -limit, limit);
       }
-      g[t * I + i] = gv / (1.0f + std::exp(-gv)) * uv * s;
+      g[k] = gv / (1.0f + std::exp(-gv)) * uv * (scale ? scale[t] : 1.0f);
     }
-  }
-  matmul(e.w2, g, n, y, &pool);
+  };
+  // A prefill expert's activation (~96 tokens × 2048) is ~200 K exp() calls: split it too.
+  if (pool && n * I >= kParallelActivationMin)
+    pool->parallel_for(n * I, act, 1024);
+  else
+    act(0, n * I, 0);
+  matmul(e.w2, g, n, y, pool);
+}
+
+// Experts run one per thread when each is a GEMV (few rows: memory-bound, nothing gained by
+// splitting its rows) and they share out evenly: as many experts as threads or a multiple, or
+// enough that the last round leaves threads idle for at most a quarter of the time.
+bool use_expert_parallel(size_t active, size_t max_rows, size_t threads) {
+  if (threads <= 1 || active < threads || max_rows > kExpertParallelMaxRows) return false;
+  return active % threads == 0 || active >= 4 * threads;
 }
 
 float sqrt_softplus(float l) {
@@ -97,24 +116,51 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
   float* ys = nullptr;
   if (mw.has_shared) {
     ys = workspace<struct SharedOutTag>(N * D);
-    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ys, ctx.pool);
+    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ys, &ctx.pool);
   }
   std::fill(out, out + N * D, 0.0f);
-  float* xe = workspace<struct ExpertInTag>(N * D);
-  float* ye = workspace<struct ExpertOutTag>(N * D);
-  std::vector<float> we;
-  for (int e = 0; e < E; ++e) {
+  // Expert e's rows gathered (routing weights beside them), run, and their outputs written to
+  // ye; on the given pool, or on the calling thread alone.
+  auto run_expert = [&](int e, float* ye, ThreadPool* pool) {
     const auto& r = rows[e];
-    if (r.empty()) continue;
-    we.resize(r.size());
+    float* xe = workspace<struct ExpertInTag>(r.size() * D);
+    float* we = workspace<struct ExpertWeightTag>(r.size());
     for (size_t i = 0; i < r.size(); ++i) {
       std::copy(x + r[i].first * D, x + (r[i].first + 1) * D, &xe[i * D]);
       we[i] = r[i].second;
     }
-    swiglu_expert(mw.experts[e], xe, r.size(), we.data(), cfg.swiglu_limit, ye, ctx.pool);
+    swiglu_expert(mw.experts[e], xe, r.size(), we, cfg.swiglu_limit, ye, pool);
+  };
+  auto add_expert = [&](int e, const float* ye) {
+    const auto& r = rows[e];
     for (size_t i = 0; i < r.size(); ++i) {
       float* dst = out + r[i].first * D;
       for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
+    }
+  };
+  std::vector<int> active;
+  size_t max_rows = 0;
+  for (int e = 0; e < E; ++e) {
+    if (rows[e].empty()) continue;
+    active.push_back(e);
+    max_rows = std::max(max_rows, rows[e].size());
+  }
+  const size_t nt = static_cast<size_t>(ctx.pool.size());
+  if (use_expert_parallel(active.size(), max_rows, nt)) {
+    // Each expert whole on one thread: its three GEMVs need no hand-off between threads and its
+    // SwiGLU no serial step while the others wait. Every row's value is independent of the
+    // thread count (kernels/matmul.h), and outputs are added in expert order as below, so the
+    // result is the same bits.
+    float* ys_all = workspace<struct ExpertOutsTag>(active.size() * max_rows * D);
+    ctx.pool.parallel_for_dynamic(active.size(), [&](size_t b, size_t end, int) {
+      for (size_t k = b; k < end; ++k) run_expert(active[k], ys_all + k * max_rows * D, nullptr);
+    });
+    for (size_t k = 0; k < active.size(); ++k) add_expert(active[k], ys_all + k * max_rows * D);
+  } else {
+    float* ye = workspace<struct ExpertOutTag>(N * D);
+    for (int e : active) {
+      run_expert(e, ye, &ctx.pool);
+      add_expert(e, ye);
     }
   }
   if (ys)

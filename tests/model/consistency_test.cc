@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstring>
 
 #include "golden_util.h"
 #include "model/model.h"
@@ -34,7 +35,7 @@ std::unique_ptr<Model> load(const GoldenRun& r, bool exact) {
 
 // Feeds ids in the given chunk sizes (the last chunk repeats), returns logits of every position.
 std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t chunk,
-                        size_t decode_from) {
+                        size_t decode_from, ThreadPool& tp = pool()) {
   SequenceState s = m.new_sequence();
   std::vector<float> all;
   ForwardResult res;
@@ -45,7 +46,7 @@ std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t 
     it.seq = &s;
     it.tokens = std::span<const int32_t>(ids.data() + done, n);
     it.all_logits = true;
-    m.forward(std::span<const BatchItem>(&it, 1), pool(), res);
+    m.forward(std::span<const BatchItem>(&it, 1), tp, res);
     all.insert(all.end(), res.logits.begin(), res.logits.end());
     done += n;
   }
@@ -98,6 +99,26 @@ TEST(Consistency, ChunkedNativePrefillWithinReferenceDTolerance) {
     EXPECT_EQ(self.disagreements, 0u) << "chunk " << chunk;
     EXPECT_LE(c.rms_rel, 0.05);
     EXPECT_LE(c.disagreements, r.ids.size() * 4 / 100);
+  }
+}
+
+// Decode steps run each routed expert whole on one thread when the experts share out evenly
+// (6 active over 2 or 3 threads) and split every expert's rows over the threads otherwise (1 or 4
+// threads): the logits are the same bits either way, in native and exact storage alike.
+TEST(Consistency, DecodeLogitsIndependentOfThreadCount) {
+  const GoldenRun r = find_run("tiny", "long");
+  const std::vector<int32_t> ids(r.ids.begin(), r.ids.begin() + 48);
+  for (bool exact : {false, true}) {
+    auto m = load(r, exact);
+    ThreadPool p1(1);
+    const std::vector<float> base = feed(*m, ids, 16, 16, p1);
+    for (int threads : {2, 3, 4}) {
+      ThreadPool tp(threads);
+      const std::vector<float> got = feed(*m, ids, 16, 16, tp);
+      ASSERT_EQ(got.size(), base.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), base.data(), got.size() * sizeof(float)))
+          << threads << " threads, exact " << exact;
+    }
   }
 }
 
