@@ -38,6 +38,9 @@ void finish_compressed_entry(float* entry, const std::vector<float>& norm, int d
 
 // Top-k of the index scores (highest first; ties go to the earlier entry).
 void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& sel) {
+  // sel ends at k entries; growing it back by one entry per new compressed entry would reallocate
+  // it each time (resize from a small size grows to the exact size): grow geometrically instead.
+  if (sel.capacity() < scores.size()) sel.reserve(2 * scores.size());
   sel.resize(scores.size());
   std::iota(sel.begin(), sel.end(), 0);
   k = std::min<int64_t>(k, static_cast<int64_t>(scores.size()));
@@ -166,8 +169,18 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // Phase B runs one token per thread when there are enough tokens, else one token at a time
   // with its heads (and index keys) split over the threads.
   const bool per_token = N >= static_cast<size_t>(pool.size());
-  std::vector<std::vector<float>> prior(ctx.spans.size()), ikeys(ctx.spans.size());
-  std::vector<float> cs(d.rd / 2), sn(d.rd / 2), pooled(std::max(d.hd, d.ihd));
+  // Per-thread buffers kept from call to call (a decode step allocates nothing), used through
+  // local references because the lambdas of phase B also run on other threads.
+  static thread_local std::vector<std::vector<float>> prior_of_caller, ikeys_of_caller;
+  auto& prior = prior_of_caller;
+  auto& ikeys = ikeys_of_caller;
+  if (prior.size() < ctx.spans.size()) {
+    prior.resize(ctx.spans.size());
+    ikeys.resize(ctx.spans.size());
+  }
+  float* cs = workspace<struct RopeCosTag>(d.rd / 2);
+  float* sn = workspace<struct RopeSinTag>(d.rd / 2);
+  float* pooled = workspace<struct PooledTag>(std::max(d.hd, d.ihd));
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
     const SeqSpan& sp = ctx.spans[si];
     LayerState& L = sp.seq->layers[layer];
@@ -182,32 +195,31 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     }
     for (size_t t = sp.begin; t < sp.end; ++t) {
       const int64_t pos = sp.pos0 + static_cast<int64_t>(t - sp.begin);
-      rope.angles(pos, cs.data(), sn.data());
+      rope.angles(pos, cs, sn);
       float* qt = &q[t * d.H * d.hd];
-      for (int h = 0; h < d.H; ++h)
-        rope_apply(qt + h * d.hd + d.nope, cs.data(), sn.data(), d.rd / 2, false);
+      for (int h = 0; h < d.H; ++h) rope_apply(qt + h * d.hd + d.nope, cs, sn, d.rd / 2, false);
       float* kvt = &kv[t * d.hd];
-      rope_apply(kvt + d.nope, cs.data(), sn.data(), d.rd / 2, false);
+      rope_apply(kvt + d.nope, cs, sn, d.rd / 2, false);
       kvc.store(kvt, L.window.data() + static_cast<size_t>(pos % d.win) * kvc.entry_bytes());
       if (ratio) {
         if (compressor_push(L.compressor, &ck[t * cw], &cz[t * cw], aw.compressor.ape, pos,
-                            pooled.data())) {
+                            pooled)) {
           const int64_t w = pos / ratio;
-          finish_compressed_entry(pooled.data(), aw.compressor.norm, d.hd, d.rd, eps, rope,
-                                  w * ratio, false, kvc, L.compressed);
+          finish_compressed_entry(pooled, aw.compressor.norm, d.hd, d.rd, eps, rope, w * ratio,
+                                  false, kvc, L.compressed);
           L.n_compressed = w + 1;
         }
       }
       if (ratio == 4) {
         if (compressor_push(L.index_compressor, &ick[t * icw], &icz[t * icw], aw.idx_compressor.ape,
-                            pos, pooled.data())) {
-          finish_compressed_entry(pooled.data(), aw.idx_compressor.norm, d.ihd, d.rd, eps, rope,
+                            pos, pooled)) {
+          finish_compressed_entry(pooled, aw.idx_compressor.norm, d.ihd, d.rd, eps, rope,
                                   (pos / 4) * 4, true, ixc, L.index_keys);
         }
         float* qI = &iq[t * d.nI * d.ihd];
         for (int h = 0; h < d.nI; ++h) {
           float* qh = qI + h * d.ihd;
-          rope_apply(qh + (d.ihd - d.rd), cs.data(), sn.data(), d.rd / 2, false);
+          rope_apply(qh + (d.ihd - d.rd), cs, sn, d.rd / 2, false);
           hadamard_transform(qh, d.ihd);
           if (native_index) roundtrip_blocks(qh, d.ihd, 32, BlockFormat::kFp4E2M1);
         }
@@ -224,11 +236,15 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // ---- Phase B: selection and attention per token (parallel over tokens, or over heads) ----
   float* o = workspace<OTag>(N * d.H * d.hd);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
-  std::vector<std::pair<size_t, size_t>> tokens;  // (span, row)
+  static thread_local std::vector<std::pair<size_t, size_t>> tokens_of_caller;
+  auto& tokens = tokens_of_caller;  // (span, row)
+  tokens.clear();
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
     for (size_t t = ctx.spans[si].begin; t < ctx.spans[si].end; ++t) tokens.push_back({si, t});
   }
-  std::vector<Scratch> scratch(pool.size());
+  static thread_local std::vector<Scratch> scratch_of_caller;
+  auto& scratch = scratch_of_caller;
+  if (scratch.size() < static_cast<size_t>(pool.size())) scratch.resize(pool.size());
 
   // Which compressed entries the query at `pos` sees (w < (pos+1)/ratio); CSA: the indexer's top-k.
   auto select = [&](size_t si, size_t t, int64_t pos, Scratch& sc, bool parallel) {

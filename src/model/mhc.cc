@@ -74,11 +74,11 @@ void hc_pre(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N,
             float* post, float* comb, ThreadPool& pool) {
   const int hc = cfg.hc_mult;
   const size_t D = cfg.dim, M = p.fn.rows;  // M = (2 + hc)·hc
-  std::vector<float> mix(N * M);
-  mix_logits(cfg, p, h, N, mix.data(), pool);
+  float* mix = workspace<struct HcMixTag>(N * M);
+  mix_logits(cfg, p, h, N, mix, pool);
   auto body = [&](size_t t0, size_t t1, int) {
     for (size_t t = t0; t < t1; ++t) {
-      const float* mt = mix.data() + t * M;
+      const float* mt = mix + t * M;
       float pre[16];
       for (int j = 0; j < hc; ++j) pre[j] = sigmoid(mt[j] * p.scale[0] + p.base[j]) + cfg.hc_eps;
       for (int j = 0; j < hc; ++j) {
@@ -125,8 +125,8 @@ void hc_head(const ModelConfig& cfg, const HcParams& p, const float* h, size_t N
              ThreadPool& pool) {
   const int hc = cfg.hc_mult;
   const size_t D = cfg.dim;
-  std::vector<float> mix(N * hc);
-  mix_logits(cfg, p, h, N, mix.data(), pool);
+  float* mix = workspace<struct HcHeadMixTag>(N * hc);
+  mix_logits(cfg, p, h, N, mix, pool);
   for (size_t t = 0; t < N; ++t) {
     float pre[16];
     for (int j = 0; j < hc; ++j)

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <set>
 
 #include "io/mapped_file.h"
 #include "io/safetensors.h"
@@ -35,6 +34,8 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
   m->ckpt_ = Checkpoint::open(dir);
   validate_checkpoint(*m->ckpt_, m->cfg_);
   m->w_ = std::make_unique<ModelWeights>(ModelWeights::build(*m->ckpt_, m->cfg_));
+  m->rope_plain_ = RopeTable(m->cfg_, false);
+  m->rope_comp_ = RopeTable(m->cfg_, true);
   // Hash-routing tables index the expert array directly: reject out-of-range ids now.
   const ModelConfig& c = m->cfg_;
   for (int i = 0; i < c.n_layers; ++i) {
@@ -118,8 +119,7 @@ SequenceState Model::new_sequence() const {
 namespace {
 
 // One block: h [N, hc, D] is updated in place.
-void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer,
-               std::vector<float>& h) {
+void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, float* h) {
   const ModelConfig& cfg = ctx.cfg;
   const size_t N = ctx.n_rows, D = cfg.dim;
   const int hc = cfg.hc_mult;
@@ -127,19 +127,20 @@ void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer,
   struct YTag;
   float* x = workspace<XTag>(N * D);
   float* y = workspace<YTag>(N * D);
-  std::vector<float> post(N * hc), comb(N * hc * hc);
+  float* post = workspace<struct HcPostTag>(N * hc);
+  float* comb = workspace<struct HcCombTag>(N * hc * hc);
 
-  hc_pre(cfg, bw.hc_attn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
+  hc_pre(cfg, bw.hc_attn, h, N, x, post, comb, ctx.pool);
   for (size_t t = 0; t < N; ++t)
     rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
   attention_forward(ctx, bw, layer, x, y);
-  hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
+  hc_post(cfg, y, post, comb, N, h, ctx.pool);
 
-  hc_pre(cfg, bw.hc_ffn, h.data(), N, x, post.data(), comb.data(), ctx.pool);
+  hc_pre(cfg, bw.hc_ffn, h, N, x, post, comb, ctx.pool);
   for (size_t t = 0; t < N; ++t)
     rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
   moe_forward(ctx, bw, x, y);
-  hc_post(cfg, y, post.data(), comb.data(), N, h.data(), ctx.pool);
+  hc_post(cfg, y, post, comb, N, h, ctx.pool);
 }
 
 float stream_rms(const float* v, size_t n) {
@@ -154,13 +155,14 @@ void lm_head(const ModelConfig& cfg, const HcParams& hc, const std::vector<float
              ThreadPool& pool, float* logits) {
   if (rows.empty()) return;
   const size_t D = cfg.dim, W = static_cast<size_t>(cfg.hc_mult) * D;
-  std::vector<float> hs(rows.size() * W), y(rows.size() * D);
+  float* hs = workspace<struct HeadStreamsTag>(rows.size() * W);
+  float* y = workspace<struct HeadInTag>(rows.size() * D);
   for (size_t i = 0; i < rows.size(); ++i)
     std::copy(h + rows[i] * W, h + (rows[i] + 1) * W, &hs[i * W]);
-  hc_head(cfg, hc, hs.data(), rows.size(), y.data(), pool);
+  hc_head(cfg, hc, hs, rows.size(), y, pool);
   for (size_t i = 0; i < rows.size(); ++i)
     rms_norm(&y[i * D], norm.data(), D, cfg.norm_eps, &y[i * D]);
-  matmul(head, y.data(), rows.size(), logits, &pool);
+  matmul(head, y, rows.size(), logits, &pool);
 }
 
 }  // namespace
@@ -169,13 +171,19 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
                     const ForwardOptions& fopts) const {
   const ModelConfig& c = cfg_;
   const size_t D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
-  std::vector<SeqSpan> spans;
-  std::vector<int32_t> ids;
-  std::set<const SequenceState*> seen;
+  // Per-thread buffers kept from step to step (model/workspace.h): a decode step allocates
+  // nothing once they have grown.
+  static thread_local std::vector<SeqSpan> spans_of_caller;
+  static thread_local std::vector<int32_t> ids_of_caller;
+  static thread_local std::vector<size_t> rows_of_caller;
+  auto& spans = spans_of_caller;
+  auto& ids = ids_of_caller;
+  spans.clear();
+  ids.clear();
   for (const BatchItem& it : batch) {
     if (!it.seq) throw Error("forward: batch item without a sequence");
-    if (!seen.insert(it.seq).second)
-      throw Error("forward: the same sequence appears twice in one batch");
+    for (const SeqSpan& sp : spans)
+      if (sp.seq == it.seq) throw Error("forward: the same sequence appears twice in one batch");
     if (it.seq->layers.size() != c.compress_ratios.size())
       throw Error("forward: sequence state belongs to another model");
     for (int32_t id : it.tokens) {
@@ -190,14 +198,13 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   const size_t N = ids.size();
 
   // Embedding, copied into every stream.
-  std::vector<float> h(N * W), row(D);
+  float* h = workspace<struct StreamsTag>(N * W);
   for (size_t t = 0; t < N; ++t) {
-    dequantize_row(w_->embed, ids[t], row.data());
-    for (int k = 0; k < c.hc_mult; ++k) std::copy(row.begin(), row.end(), &h[t * W + k * D]);
+    dequantize_row(w_->embed, ids[t], &h[t * W]);
+    for (int k = 1; k < c.hc_mult; ++k) std::copy(&h[t * W], &h[t * W + D], &h[t * W + k * D]);
   }
 
-  const RopeTable rope_plain(c, false), rope_comp(c, true);
-  ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain, rope_comp, prefetch_experts_};
+  ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain_, rope_comp_, prefetch_experts_};
   out.layer_rms.clear();
   for (int i = 0; i < c.n_layers; ++i) {
     run_block(ctx, w_->layers[i], i, h);
@@ -208,7 +215,8 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   }
 
   // Outputs.
-  std::vector<size_t> rows;
+  auto& rows = rows_of_caller;
+  rows.clear();
   out.first_row.assign(batch.size(), 0);
   out.first_hidden.assign(batch.size(), 0);
   size_t n_hidden = 0;
@@ -223,11 +231,11 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
     if (it.want_hidden) n_hidden += sp.end - sp.begin;
   }
   out.logits.resize(rows.size() * c.vocab_size);
-  lm_head(c, w_->hc_head, w_->norm, w_->head, h.data(), rows, pool, out.logits.data());
+  lm_head(c, w_->hc_head, w_->norm, w_->head, h, rows, pool, out.logits.data());
   out.hidden.resize(n_hidden * W);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].want_hidden) continue;
-    std::copy(h.begin() + spans[i].begin * W, h.begin() + spans[i].end * W,
+    std::copy(h + spans[i].begin * W, h + spans[i].end * W,
               out.hidden.begin() + out.first_hidden[i] * W);
   }
   for (const BatchItem& it : batch) it.seq->n_past += static_cast<int64_t>(it.tokens.size());
@@ -246,29 +254,37 @@ void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const
       throw Error("forward_mtp: token id " + std::to_string(id) + " outside the vocabulary");
   }
   // x[t, k] = e_proj(RMSNorm(embed[next])) + h_proj(RMSNorm(h_last[t, k]))
-  std::vector<float> e(N * D), ep(N * D), hh(N * W), hp(N * W), h(N * W);
+  float* e = workspace<struct MtpEmbedTag>(N * D);
+  float* ep = workspace<struct MtpEmbedProjTag>(N * D);
+  float* hh = workspace<struct MtpHiddenTag>(N * W);
+  float* hp = workspace<struct MtpHiddenProjTag>(N * W);
+  float* h = workspace<struct MtpStreamsTag>(N * W);
   for (size_t t = 0; t < N; ++t) {
     dequantize_row(w_->embed, next_ids[t], &e[t * D]);
     rms_norm(&e[t * D], m.enorm.data(), D, c.norm_eps, &e[t * D]);
   }
-  matmul(m.e_proj, e.data(), N, ep.data(), &pool);
+  matmul(m.e_proj, e, N, ep, &pool);
   for (size_t r = 0; r < N * hc; ++r)
     rms_norm(hidden + r * D, m.hnorm.data(), D, c.norm_eps, &hh[r * D]);
-  matmul(m.h_proj, hh.data(), N * hc, hp.data(), &pool);
+  matmul(m.h_proj, hh, N * hc, hp, &pool);
   for (size_t t = 0; t < N; ++t) {
     for (int k = 0; k < hc; ++k) {
       for (size_t d = 0; d < D; ++d)
         h[t * W + k * D + d] = ep[t * D + d] + hp[(t * hc + k) * D + d];
     }
   }
-  std::vector<SeqSpan> spans{{&seq, 0, N, seq.mtp_n_past}};
-  const RopeTable rope_plain(c, false), rope_comp(c, true);
-  ForwardContext ctx{c, pool, spans, next_ids.data(), N, rope_plain, rope_comp, prefetch_experts_};
+  static thread_local std::vector<SeqSpan> spans_of_caller;
+  static thread_local std::vector<size_t> rows_of_caller;
+  auto& spans = spans_of_caller;
+  auto& rows = rows_of_caller;
+  spans.assign(1, SeqSpan{&seq, 0, N, seq.mtp_n_past});
+  ForwardContext ctx{c, pool,        spans,      next_ids.data(),
+                     N, rope_plain_, rope_comp_, prefetch_experts_};
   run_block(ctx, m.block, c.n_layers, h);
-  std::vector<size_t> rows(N);
+  rows.resize(N);
   for (size_t t = 0; t < N; ++t) rows[t] = t;
   logits.resize(N * c.vocab_size);
-  lm_head(c, m.hc_head, m.norm, w_->head, h.data(), rows, pool, logits.data());
+  lm_head(c, m.hc_head, m.norm, w_->head, h, rows, pool, logits.data());
   seq.mtp_n_past += static_cast<int64_t>(N);
 }
 

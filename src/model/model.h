@@ -12,6 +12,7 @@
 
 #include "kv/sequence_state.h"
 #include "model/config.h"
+#include "model/rope.h"
 
 namespace dsv4 {
 
@@ -101,6 +102,7 @@ class Model {
   ModelOptions opts_;
   std::unique_ptr<Checkpoint> ckpt_;
   std::unique_ptr<ModelWeights> w_;
+  RopeTable rope_plain_, rope_comp_;  // RoPE frequencies of plain and compressed layers
   bool prefetch_experts_ = false;
 };
 

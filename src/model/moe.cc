@@ -70,12 +70,14 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
   const size_t N = ctx.n_rows, D = cfg.dim;
   const int E = cfg.n_routed_experts, K = cfg.n_activated_experts;
 
-  std::vector<float> logits(N * E);
-  matmul(mw.gate, x, N, logits.data(), &ctx.pool);
-  std::vector<int> sel(N * K);
-  std::vector<float> wsel(N * K);
-  std::vector<float> s(E), biased(E);
-  std::vector<int> order(E);
+  // Per-thread buffers (model/workspace.h): a decode step allocates nothing.
+  float* logits = workspace<struct MoeLogitsTag>(N * E);
+  matmul(mw.gate, x, N, logits, &ctx.pool);
+  int* sel = workspace<struct MoeSelTag, int>(N * K);
+  float* wsel = workspace<struct MoeWeightsTag>(N * K);
+  float* s = workspace<struct MoeScoreTag>(E);
+  float* biased = workspace<struct MoeBiasedTag>(E);
+  int* order = workspace<struct MoeOrderTag, int>(E);
   for (size_t t = 0; t < N; ++t) {
     for (int e = 0; e < E; ++e) s[e] = sqrt_softplus(logits[t * E + e]);
     int* st = &sel[t * K];
@@ -84,21 +86,26 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
       for (int k = 0; k < K; ++k) st[k] = static_cast<int>(row[k]);
     } else {
       for (int e = 0; e < E; ++e) biased[e] = s[e] + mw.bias[e];  // bias steers selection only
-      std::iota(order.begin(), order.end(), 0);
-      std::partial_sort(order.begin(), order.begin() + K, order.end(), [&](int a, int b) {
+      std::iota(order, order + E, 0);
+      std::partial_sort(order, order + K, order + E, [&](int a, int b) {
         return biased[a] > biased[b] || (biased[a] == biased[b] && a < b);
       });
-      std::copy(order.begin(), order.begin() + K, st);
+      std::copy(order, order + K, st);
     }
     float sum = 0.0f;
     for (int k = 0; k < K; ++k) sum += s[st[k]];
     for (int k = 0; k < K; ++k) wsel[t * K + k] = s[st[k]] / sum * cfg.route_scale;
   }
-  if (ids_out) std::copy(sel.begin(), sel.end(), ids_out);
-  if (weights_out) std::copy(wsel.begin(), wsel.end(), weights_out);
+  if (ids_out) std::copy(sel, sel + N * K, ids_out);
+  if (weights_out) std::copy(wsel, wsel + N * K, weights_out);
 
   // Group rows by expert; run each active expert once over its rows; accumulate in expert order.
-  std::vector<std::vector<std::pair<size_t, float>>> rows(E);
+  // The per-expert lists keep their capacity from call to call.
+  // (Local references: the lambdas below also run on other threads.)
+  static thread_local std::vector<std::vector<std::pair<size_t, float>>> rows_of_caller;
+  auto& rows = rows_of_caller;
+  if (rows.size() < static_cast<size_t>(E)) rows.resize(E);
+  for (int e = 0; e < E; ++e) rows[e].clear();
   for (size_t t = 0; t < N; ++t) {
     for (int k = 0; k < K; ++k) rows[sel[t * K + k]].push_back({t, wsel[t * K + k]});
   }
@@ -138,7 +145,9 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
       for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
     }
   };
-  std::vector<int> active;
+  static thread_local std::vector<int> active_of_caller;
+  auto& active = active_of_caller;
+  active.clear();
   size_t max_rows = 0;
   for (int e = 0; e < E; ++e) {
     if (rows[e].empty()) continue;

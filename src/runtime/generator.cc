@@ -79,6 +79,10 @@ std::string StopMatcher::flush() {
 
 // ---- SequenceGenerator ------------------------------------------------------------------------
 
+namespace {
+constexpr int64_t kOpenEndedReserve = 4096;
+}  // namespace
+
 SequenceGenerator::SequenceGenerator(const Model& model, const tok::Tokenizer* tok,
                                      SequenceState& seq, Sampler& sampler,
                                      const GenerationParams& params)
@@ -111,6 +115,12 @@ void SequenceGenerator::set_prompt(std::span<const int32_t> tokens) {
                 " tokens (raise -c or shorten the prompt)");
   }
   if (tokens.empty() && seq_.n_past == 0) throw Error("empty prompt");
+  // The sequence's caches for the whole request up front, so that decode steps do not
+  // reallocate them; an open-ended request gets the next kOpenEndedReserve positions and grows
+  // geometrically beyond.
+  const int64_t room = p_.max_tokens >= 0 ? p_.max_tokens + static_cast<int64_t>(p_.forced.size())
+                                          : kOpenEndedReserve;
+  seq_.reserve(std::min(n_ctx_, total + room));
   prompt_.assign(tokens.begin(), tokens.end());
   prompt_pos_ = 0;
   for (int32_t t : tokens) sampler_.accept(t);

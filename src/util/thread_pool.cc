@@ -102,7 +102,7 @@ void ThreadPool::worker_loop(int index) {
     // Read the job of one generation consistently (the caller publishes job and mode, then
     // bumps the generation; an elastic caller may already have moved on to the next one).
     size_t gen;
-    const std::function<void(int)>* job;
+    const FunctionRef<void(int)>* job;
     bool elastic;
     for (;;) {
       gen = generation_.load();
@@ -136,7 +136,7 @@ void ThreadPool::worker_loop(int index) {
   }
 }
 
-void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
+void ThreadPool::run_elastic(FunctionRef<void(int)> fn) {
   if (workers_.empty()) {
     fn(0);
     return;
@@ -160,7 +160,7 @@ void ThreadPool::run_elastic(const std::function<void(int)>& fn) {
   }
 }
 
-void ThreadPool::parallel_for_dynamic(size_t n, const std::function<void(size_t, size_t, int)>& fn,
+void ThreadPool::parallel_for_dynamic(size_t n, FunctionRef<void(size_t, size_t, int)> fn,
                                       size_t grain) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
@@ -178,7 +178,7 @@ void ThreadPool::parallel_for_dynamic(size_t n, const std::function<void(size_t,
   });
 }
 
-void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
+void ThreadPool::run_on_all(FunctionRef<void(int)> fn) {
   if (workers_.empty()) {
     fn(0);
     return;
@@ -200,8 +200,7 @@ void ThreadPool::run_on_all(const std::function<void(int)>& fn) {
   }
 }
 
-void ThreadPool::parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn,
-                              size_t grain) {
+void ThreadPool::parallel_for(size_t n, FunctionRef<void(size_t, size_t, int)> fn, size_t grain) {
   if (n == 0) return;
   grain = std::max<size_t>(grain, 1);
   const size_t units = (n + grain - 1) / grain;

@@ -6,11 +6,12 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "util/function_ref.h"
 
 namespace dsv4 {
 
@@ -30,21 +31,20 @@ class ThreadPool {
 
   // Calls fn(begin, end, thread_index) over disjoint chunks covering [0, n). Blocks until done.
   // The calling thread takes part. Chunks are aligned to `grain` (except the last).
-  void parallel_for(size_t n, const std::function<void(size_t, size_t, int)>& fn, size_t grain = 1);
+  void parallel_for(size_t n, FunctionRef<void(size_t, size_t, int)> fn, size_t grain = 1);
 
   // Calls fn(thread_index) once on every thread.
-  void run_on_all(const std::function<void(int)>& fn);
+  void run_on_all(FunctionRef<void(int)> fn);
 
   // Calls fn(thread_index) on the calling thread and on those workers that pick the job up
   // before the caller's own call returns; then waits only for workers already inside fn. fn
   // must take its work from a shared counter, so whoever runs does it all: on a shared machine a
   // descheduled worker then costs nothing instead of a scheduler time slice.
-  void run_elastic(const std::function<void(int)>& fn);
+  void run_elastic(FunctionRef<void(int)> fn);
 
   // parallel_for over chunks of `grain` handed out dynamically (run_elastic): fn may be called
   // several times per thread, and not every thread need take part.
-  void parallel_for_dynamic(size_t n, const std::function<void(size_t, size_t, int)>& fn,
-                            size_t grain = 1);
+  void parallel_for_dynamic(size_t n, FunctionRef<void(size_t, size_t, int)> fn, size_t grain = 1);
 
  private:
   void worker_loop(int index);
@@ -58,7 +58,7 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_start_, cv_done_;
-  std::atomic<const std::function<void(int)>*> job_{nullptr};
+  std::atomic<const FunctionRef<void(int)>*> job_{nullptr};
   std::atomic<bool> elastic_{false};
   // Elastic jobs: [63:32] generation (low bits), bit 31 closed, [30:0] workers inside the job.
   std::atomic<uint64_t> elastic_state_{0};
