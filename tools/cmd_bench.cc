@@ -185,6 +185,7 @@ int run_bench(int argc, char** argv) {
   std::vector<DecodeRow> rows;
   for (int64_t depth : depths) {
     SequenceState d = model->new_sequence();
+    d.reserve(depth + static_cast<int64_t>(n_gen) * reps);  // as the generator does: no growth
     for (int64_t done = 0; done < depth;) {
       const size_t n =
           static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(chunk), depth - done));
