@@ -58,16 +58,19 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::f
 namespace dsv4::test {
 namespace {
 
+GoldenRun tiny_long() {
+  for (auto& r : discover_golden_runs())
+    if (r.config == "tiny" && r.run == "long") return r;
+  return {};
+}
+
 // Heap allocations while a sequence decodes positions 72 … 599 of tiny/long (CSA, HCA, window
 // wrap, indexer top-k past its k). A first sequence warms the per-thread buffers up to that
 // context; the measured one has reserved its caches (SequenceState::reserve, as the generator
 // does for a request): then nothing may allocate.
 TEST(DecodeAllocation, WarmDecodeStepsAllocateNothing) {
-  GoldenRun run;
-  for (auto& r : discover_golden_runs())
-    if (r.config == "tiny" && r.run == "long") run = r;
-  ASSERT_FALSE(run.ids.empty()) << "golden tiny/long not found";
-  ASSERT_GE(run.ids.size(), 600u);
+  const GoldenRun run = tiny_long();
+  ASSERT_GE(run.ids.size(), 600u) << "golden tiny/long not found or too short";
   auto m = Model::load(run.dir.string());
   ThreadPool pool(2);
   ForwardResult res;
@@ -91,6 +94,42 @@ TEST(DecodeAllocation, WarmDecodeStepsAllocateNothing) {
   s.reserve(600);
   decode(s, true);
   EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations in 528 decode steps";
+}
+
+// The same for a batch: two sequences decoding together, one token each per forward call (the
+// server's continuous batching), after a warm-up batch of the same shape.
+TEST(DecodeAllocation, WarmBatchedDecodeStepsAllocateNothing) {
+  const GoldenRun run = tiny_long();
+  ASSERT_GE(run.ids.size(), 300u) << "golden tiny/long not found or too short";
+  auto m = Model::load(run.dir.string());
+  ThreadPool pool(2);
+  ForwardResult res;
+  auto decode_pair = [&](SequenceState& a, SequenceState& b, bool count) {
+    for (SequenceState* s : {&a, &b}) {
+      BatchItem it;
+      it.seq = s;
+      it.tokens = std::span<const int32_t>(run.ids.data(), s == &a ? 40 : 56);
+      m->forward(std::span<const BatchItem>(&it, 1), pool, res);
+    }
+    g_allocations = 0;
+    for (size_t i = 0; i < 240; ++i) {
+      g_counting = count && i >= 8;
+      BatchItem items[2];
+      items[0].seq = &a;
+      items[0].tokens = std::span<const int32_t>(run.ids.data() + 40 + i, 1);
+      items[1].seq = &b;
+      items[1].tokens = std::span<const int32_t>(run.ids.data() + 56 + i, 1);
+      m->forward(std::span<const BatchItem>(items, 2), pool, res);
+    }
+    g_counting = false;
+  };
+  SequenceState w1 = m->new_sequence(), w2 = m->new_sequence();
+  decode_pair(w1, w2, false);
+  SequenceState a = m->new_sequence(), b = m->new_sequence();
+  a.reserve(300);
+  b.reserve(300);
+  decode_pair(a, b, true);
+  EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations in 232 batched decode steps";
 }
 
 }  // namespace
