@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <new>
+#include <vector>
 
 #include "golden_util.h"
 #include "model/model.h"
@@ -58,78 +59,54 @@ void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::f
 namespace dsv4::test {
 namespace {
 
-GoldenRun tiny_long() {
+// Heap allocations while B sequences of golden tiny/long decode side by side, one token each per
+// forward call (B > 1: the server's continuous batching), after prompts of 64 + 16·b tokens;
+// counted over steps 8 … steps-1. A first round warms the per-thread buffers to the same context;
+// the counted round's sequences have reserved their caches (SequenceState::reserve, as the
+// generator does for a request).
+size_t decode_allocations(size_t B, size_t steps) {
+  GoldenRun run;
   for (auto& r : discover_golden_runs())
-    if (r.config == "tiny" && r.run == "long") return r;
-  return {};
-}
-
-// Heap allocations while a sequence decodes positions 72 … 599 of tiny/long (CSA, HCA, window
-// wrap, indexer top-k past its k). A first sequence warms the per-thread buffers up to that
-// context; the measured one has reserved its caches (SequenceState::reserve, as the generator
-// does for a request): then nothing may allocate.
-TEST(DecodeAllocation, WarmDecodeStepsAllocateNothing) {
-  const GoldenRun run = tiny_long();
-  ASSERT_GE(run.ids.size(), 600u) << "golden tiny/long not found or too short";
+    if (r.config == "tiny" && r.run == "long") run = r;
+  if (run.ids.size() < 64 + 16 * (B - 1) + steps) {
+    ADD_FAILURE() << "golden tiny/long not found or too short";
+    return 0;
+  }
   auto m = Model::load(run.dir.string());
   ThreadPool pool(2);
   ForwardResult res;
-  auto decode = [&](SequenceState& s, bool count) {
-    auto step = [&](size_t from, size_t n) {
-      BatchItem it;
-      it.seq = &s;
-      it.tokens = std::span<const int32_t>(run.ids.data() + from, n);
-      m->forward(std::span<const BatchItem>(&it, 1), pool, res);
-    };
-    step(0, 64);
-    for (size_t i = 64; i < 72; ++i) step(i, 1);
-    g_allocations = 0;
-    g_counting = count;
-    for (size_t i = 72; i < 600; ++i) step(i, 1);
-    g_counting = false;
-  };
-  SequenceState warm = m->new_sequence();
-  decode(warm, false);
-  SequenceState s = m->new_sequence();
-  s.reserve(600);
-  decode(s, true);
-  EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations in 528 decode steps";
-}
-
-// The same for a batch: two sequences decoding together, one token each per forward call (the
-// server's continuous batching), after a warm-up batch of the same shape.
-TEST(DecodeAllocation, WarmBatchedDecodeStepsAllocateNothing) {
-  const GoldenRun run = tiny_long();
-  ASSERT_GE(run.ids.size(), 300u) << "golden tiny/long not found or too short";
-  auto m = Model::load(run.dir.string());
-  ThreadPool pool(2);
-  ForwardResult res;
-  auto decode_pair = [&](SequenceState& a, SequenceState& b, bool count) {
-    for (SequenceState* s : {&a, &b}) {
-      BatchItem it;
-      it.seq = s;
-      it.tokens = std::span<const int32_t>(run.ids.data(), s == &a ? 40 : 56);
-      m->forward(std::span<const BatchItem>(&it, 1), pool, res);
+  std::vector<BatchItem> items(B);
+  auto round = [&](bool count) {
+    std::vector<SequenceState> seqs;
+    for (size_t b = 0; b < B; ++b) seqs.push_back(m->new_sequence());
+    for (size_t b = 0; b < B; ++b) {
+      if (count) seqs[b].reserve(static_cast<int64_t>(64 + 16 * b + steps));
+      items[b].seq = &seqs[b];
+      items[b].tokens = std::span<const int32_t>(run.ids.data(), 64 + 16 * b);
+      m->forward(std::span<const BatchItem>(&items[b], 1), pool, res);
     }
-    g_allocations = 0;
-    for (size_t i = 0; i < 240; ++i) {
+    for (size_t i = 0; i < steps; ++i) {
+      for (size_t b = 0; b < B; ++b)
+        items[b].tokens = std::span<const int32_t>(run.ids.data() + 64 + 16 * b + i, 1);
       g_counting = count && i >= 8;
-      BatchItem items[2];
-      items[0].seq = &a;
-      items[0].tokens = std::span<const int32_t>(run.ids.data() + 40 + i, 1);
-      items[1].seq = &b;
-      items[1].tokens = std::span<const int32_t>(run.ids.data() + 56 + i, 1);
-      m->forward(std::span<const BatchItem>(items, 2), pool, res);
+      m->forward(std::span<const BatchItem>(items), pool, res);
     }
     g_counting = false;
   };
-  SequenceState w1 = m->new_sequence(), w2 = m->new_sequence();
-  decode_pair(w1, w2, false);
-  SequenceState a = m->new_sequence(), b = m->new_sequence();
-  a.reserve(300);
-  b.reserve(300);
-  decode_pair(a, b, true);
-  EXPECT_EQ(g_allocations.load(), 0u) << "heap allocations in 232 batched decode steps";
+  round(false);
+  g_allocations = 0;
+  round(true);
+  return g_allocations.load();
+}
+
+// Positions 72 … 599: CSA entries, HCA entries, window wrap-around, indexer top-k past its k.
+TEST(DecodeAllocation, WarmDecodeStepsAllocateNothing) {
+  EXPECT_EQ(decode_allocations(1, 536), 0u) << "heap allocations in 528 decode steps";
+}
+
+TEST(DecodeAllocation, WarmBatchedDecodeStepsAllocateNothing) {
+  EXPECT_EQ(decode_allocations(2, 240), 0u)
+      << "heap allocations in 232 decode steps of a batch of 2";
 }
 
 }  // namespace
