@@ -32,6 +32,7 @@ struct Case {
   const char* name;
   WeightFormat fmt;
   size_t rows, cols;
+  bool in_cache = false;  // one 256 KiB matrix read over and over from L2: the decoding work alone
 };
 
 // V4-Flash: hidden 4096, routed expert intermediate 2048; the BF16 case is a 16384-row slice of
@@ -43,6 +44,14 @@ const Case kCases[] = {
     {"fp4_expert_4096x2048", WeightFormat::kFp4Block32, 4096, 2048},
     {"bf16_head_16384x4096", WeightFormat::kBF16, 16384, 4096},
     {"f32_1024x4096", WeightFormat::kF32, 1024, 4096},
+};
+
+// Single-token GEMV on weights held in L2 (V4 rows of 4096): how fast one core decodes each
+// format when memory is not the limit, i.e. the compute ceiling of decode per core.
+const Case kInCacheCases[] = {
+    {"fp4_in_cache_128x4096", WeightFormat::kFp4Block32, 128, 4096, true},
+    {"fp8_in_cache_64x4096", WeightFormat::kFp8Block128, 64, 4096, true},
+    {"bf16_in_cache_32x4096", WeightFormat::kBF16, 32, 4096, true},
 };
 
 uint64_t next(uint64_t& s) {
@@ -114,7 +123,7 @@ void BM_Matmul(benchmark::State& state, Case c) {
   const size_t one =
       make_weights({c.name, c.fmt, 128, c.cols}, 1).views[0].bytes() * (c.rows / 128);
   // GEMV cycles ≥ 512 MB of weights so they stream from DRAM; GEMM is compute bound, one copy.
-  const size_t copies = n >= 16 ? 1 : std::max<size_t>(1, (512u << 20) / one);
+  const size_t copies = n >= 16 || c.in_cache ? 1 : std::max<size_t>(1, (512u << 20) / one);
   Weights w = make_weights(c, copies);
   std::vector<float> x(n * c.cols), y(n * c.rows);
   uint64_t s = 42;
@@ -169,6 +178,13 @@ int register_all() {
     b->ArgNames({"n", "threads"})->UseRealTime()->Unit(benchmark::kMillisecond);
     for (int n : {1, 4, 16, 32, 96, 192, 512})
       for (int t : {1, 2}) b->Args({n, t});
+  }
+  for (const Case& c : kInCacheCases) {
+    benchmark::RegisterBenchmark((std::string("gemv/") + c.name).c_str(), BM_Matmul, c)
+        ->ArgNames({"n", "threads"})
+        ->Args({1, 1})
+        ->UseRealTime()
+        ->Unit(benchmark::kMicrosecond);
   }
   benchmark::RegisterBenchmark("roofline", BM_Roofline)
       ->ArgName("threads")

@@ -169,17 +169,13 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // Phase B runs one token per thread when there are enough tokens, else one token at a time
   // with its heads (and index keys) split over the threads.
   const bool per_token = N >= static_cast<size_t>(pool.size());
-  // Per-thread buffers kept from call to call (a decode step allocates nothing), used through
-  // local references because the lambdas of phase B also run on other threads.
-  static thread_local std::vector<std::vector<float>> prior_of_caller, ikeys_of_caller;
-  auto& prior = prior_of_caller;
-  auto& ikeys = ikeys_of_caller;
+  auto& prior = workspace_vector<struct PriorTag, std::vector<float>>();
+  auto& ikeys = workspace_vector<struct IndexKeysTag, std::vector<float>>();
   if (prior.size() < ctx.spans.size()) {
     prior.resize(ctx.spans.size());
     ikeys.resize(ctx.spans.size());
   }
-  float* cs = workspace<struct RopeCosTag>(d.rd / 2);
-  float* sn = workspace<struct RopeSinTag>(d.rd / 2);
+  float cs[256], sn[256];
   float* pooled = workspace<struct PooledTag>(std::max(d.hd, d.ihd));
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
     const SeqSpan& sp = ctx.spans[si];
@@ -236,14 +232,12 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   // ---- Phase B: selection and attention per token (parallel over tokens, or over heads) ----
   float* o = workspace<OTag>(N * d.H * d.hd);
   const float scale = 1.0f / std::sqrt(static_cast<float>(d.hd));
-  static thread_local std::vector<std::pair<size_t, size_t>> tokens_of_caller;
-  auto& tokens = tokens_of_caller;  // (span, row)
+  auto& tokens = workspace_vector<struct TokensTag, std::pair<size_t, size_t>>();  // (span, row)
   tokens.clear();
   for (size_t si = 0; si < ctx.spans.size(); ++si) {
     for (size_t t = ctx.spans[si].begin; t < ctx.spans[si].end; ++t) tokens.push_back({si, t});
   }
-  static thread_local std::vector<Scratch> scratch_of_caller;
-  auto& scratch = scratch_of_caller;
+  auto& scratch = workspace_vector<struct ScratchTag, Scratch>();
   if (scratch.size() < static_cast<size_t>(pool.size())) scratch.resize(pool.size());
 
   // Which compressed entries the query at `pos` sees (w < (pos+1)/ratio); CSA: the indexer's top-k.

@@ -173,11 +173,8 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   const size_t D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
   // Per-thread buffers kept from step to step (model/workspace.h): a decode step allocates
   // nothing once they have grown.
-  static thread_local std::vector<SeqSpan> spans_of_caller;
-  static thread_local std::vector<int32_t> ids_of_caller;
-  static thread_local std::vector<size_t> rows_of_caller;
-  auto& spans = spans_of_caller;
-  auto& ids = ids_of_caller;
+  auto& spans = workspace_vector<struct SpansTag, SeqSpan>();
+  auto& ids = workspace_vector<struct IdsTag, int32_t>();
   spans.clear();
   ids.clear();
   for (const BatchItem& it : batch) {
@@ -215,7 +212,7 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   }
 
   // Outputs.
-  auto& rows = rows_of_caller;
+  auto& rows = workspace_vector<struct HeadRowsTag, size_t>();
   rows.clear();
   out.first_row.assign(batch.size(), 0);
   out.first_hidden.assign(batch.size(), 0);
@@ -273,10 +270,8 @@ void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const
         h[t * W + k * D + d] = ep[t * D + d] + hp[(t * hc + k) * D + d];
     }
   }
-  static thread_local std::vector<SeqSpan> spans_of_caller;
-  static thread_local std::vector<size_t> rows_of_caller;
-  auto& spans = spans_of_caller;
-  auto& rows = rows_of_caller;
+  auto& spans = workspace_vector<struct MtpSpansTag, SeqSpan>();
+  auto& rows = workspace_vector<struct MtpRowsTag, size_t>();
   spans.assign(1, SeqSpan{&seq, 0, N, seq.mtp_n_past});
   ForwardContext ctx{c, pool,        spans,      next_ids.data(),
                      N, rope_plain_, rope_comp_, prefetch_experts_};

@@ -101,9 +101,7 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
 
   // Group rows by expert; run each active expert once over its rows; accumulate in expert order.
   // The per-expert lists keep their capacity from call to call.
-  // (Local references: the lambdas below also run on other threads.)
-  static thread_local std::vector<std::vector<std::pair<size_t, float>>> rows_of_caller;
-  auto& rows = rows_of_caller;
+  auto& rows = workspace_vector<struct MoeRowsTag, std::vector<std::pair<size_t, float>>>();
   if (rows.size() < static_cast<size_t>(E)) rows.resize(E);
   for (int e = 0; e < E; ++e) rows[e].clear();
   for (size_t t = 0; t < N; ++t) {
@@ -145,8 +143,7 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
       for (size_t c = 0; c < D; ++c) dst[c] += ye[i * D + c];
     }
   };
-  static thread_local std::vector<int> active_of_caller;
-  auto& active = active_of_caller;
+  auto& active = workspace_vector<struct MoeActiveTag, int>();
   active.clear();
   size_t max_rows = 0;
   for (int e = 0; e < E; ++e) {

@@ -213,7 +213,6 @@ static std::string tool_name(const ojson& tool) { return tool["function"].value(
 
 // tool_choice: "none" drops the tools from the prompt, a named function keeps only that tool;
 // "required" (Anthropic "any") and a named function also require the reply to be a tool call.
-
 ToolChoice read_tool_choice(const json& body, ojson tools) {
   ToolChoice c;
   if (tools.is_array() && tools.empty()) tools = nullptr;

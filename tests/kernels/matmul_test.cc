@@ -238,7 +238,7 @@ TEST(Matmul, RowSlicesInsideTheMatrix) {
 // Each output row is bit-identical whatever the thread count, the token count n and the path.
 TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
   ThreadPool p1(1), p2(2), p3(3);
-  // FP4 also at a width of whole 32-element chunks (its AVX-512 single-token kernel).
+  // FP4 at a width with a zero-padded last chunk and at one of whole 32-element chunks.
   for (auto [f, cols] : {std::pair{WeightFormat::kF32, size_t{301}},
                          {WeightFormat::kBF16, 301},
                          {WeightFormat::kFp8Block128, 301},

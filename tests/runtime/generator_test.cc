@@ -123,6 +123,42 @@ TEST(Generator, SeededSamplingIsReproducible) {
   EXPECT_EQ(a.size(), 12u);
 }
 
+// set_prompt reserves the sequence's compressed caches for the whole request (prompt +
+// max_tokens; an open-ended request: prompt + 4096 positions, within the context), so decode
+// steps do not reallocate them (tests/model/decode_allocation_test.cc).
+TEST(Generator, PromptReservesTheRequestsCaches) {
+  auto model = Model::load((test::shared_dir() / "golden" / "tiny").string());
+  const std::vector<int32_t> prompt(20, 7);
+  auto capacity_ok = [&](const SequenceState& seq, int64_t positions) {
+    int checked = 0;
+    for (const LayerState& L : seq.layers) {
+      if (!L.ratio) continue;
+      const size_t need =
+          static_cast<size_t>(positions / L.ratio + 1) * seq.kv_codec().entry_bytes();
+      EXPECT_GE(L.compressed.capacity(), need) << "ratio " << L.ratio << ", " << positions;
+      ++checked;
+    }
+    EXPECT_GT(checked, 0);
+  };
+  const int64_t max_pos = model->config().max_position_embeddings;
+  ASSERT_GT(max_pos, 600);
+  struct Case {
+    int max_tokens;
+    int64_t n_ctx, positions;
+  };
+  for (const Case& c :
+       {Case{100, 0, 120}, Case{-1, 0, std::min<int64_t>(max_pos, 4116)}, Case{-1, 600, 600}}) {
+    SequenceState seq = model->new_sequence();
+    Sampler s = greedy_sampler(*model);
+    GenerationParams gp;
+    gp.max_tokens = c.max_tokens;
+    gp.n_ctx = c.n_ctx;
+    SequenceGenerator g(*model, nullptr, seq, s, gp);
+    g.set_prompt(prompt);
+    capacity_ok(seq, c.positions);
+  }
+}
+
 TEST(Generator, ContextLimitAndPromptTooLong) {
   auto model = Model::load(synth_tiny().string());
   ThreadPool pool(2);
