@@ -205,7 +205,7 @@ struct BF16Fmt {
 
 // kTwoMul: some scale exceeds 2^7, so 2^120·scale would overflow; multiply in two steps.
 // Chunks are 2N elements (two vectors) so that FP8 rows have the same vector count in every
-// path, including the f16 GEMV below.
+// path, including the GEMV with the scale on x below.
 template <bool kTwoMul>
 struct Fp8Fmt {
   static constexpr size_t kC = 2 * kN, kVecs = 2, kChunkBytes = 2 * kN;
@@ -474,7 +474,8 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 // (_mm512_reduce_add_ps: j+8, then j+4, j+2, j+1), so the results are bit-identical to the GEMV.
 // Replaces GemmRows on AVX-512. Measured (bench/matmul_bench, Zen 5, 1 thread, n = 512, back to
 // back with GemmRows): BF16 151 → 173 GFLOP/s, F32 145 → 158, FP4 150 → 170 (the register-decoding
-// GEMV: 118, 110, 138). FP8 stays on its f16 GEMV, which this kernel only matched within the noise.
+// GEMV: 118, 110, 138). FP8 stays on its GEMV with the scale on x, which this kernel only matched
+// within the noise.
 #undef DSV4_GEMM_T  // this file is compiled once per target
 #if HWY_TARGET <= HWY_AVX3
 #define DSV4_GEMM_T 1
@@ -656,97 +657,127 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
 #define DSV4_GEMM_T 0
 #endif
 
-// ---- FP8 GEMV via f16 (targets with F16C, N ≥ 8). The e4m3 byte, sign extended to 16 bits,
-// shifted left by 7 and masked, is the f16 of value·2^-8 (normals and subnormals alike), which
-// the hardware widens to fp32 exactly. The block scale moves to x: x' = x·scale·2^8 (exact when
-// MatmulImpl's range check passes), so w'·x' = (value·scale)·x exactly and each FMA rounds as
-// in the GEMM path: results are bit-identical. NaN codes (0x7f/0xff, decoded as ±1.875) are
-// caught by a running byte maximum and turn the row's outputs into NaN.
-#undef DSV4_FP8_F16
+// ---- FP8 GEMV with the block scale on x (AVX2 and AVX-512). The e4m3 byte, sign extended to 32
+// bits, shifted left by 20 and masked, is the fp32 of value·2^-120 exactly (sign, exponent and
+// mantissa land in their fp32 places; e4m3 subnormals become fp32 subnormals, and nothing in the
+// process sets DAZ). The block scale moves to x: x' = x·scale·2^120 (exact when MatmulImpl's
+// range check passes), so w'·x' = (value·scale)·x exactly and each FMA rounds as in the GEMM
+// path: results are bit-identical. NaN codes (0x7f/0xff) decode to finite values; a running byte
+// maximum over every other chunk's full-width load catches them and turns the row's outputs into
+// NaN. Measured against the earlier decode through f16 (sign extend to 16 bits, shift, F16C
+// widen: two conversions and a lane extract more per chunk; tools/ab-style alternation, best of
+// 10, Zen 5): n = 1 in L2 22.0 → 24.7 GB/s per core, 64 MiB from DRAM 38.0 → 40.0 GB/s with 2
+// threads; n = 512, 1 thread, V4 shapes +4-13 %. Checking NaN once per two chunks instead of per
+// chunk halves what the check costs (without it at all: 27.9 GB/s in L2).
+#undef DSV4_FP8_XSCALE
 #if HWY_TARGET <= HWY_AVX2
-#define DSV4_FP8_F16 1
+#define DSV4_FP8_XSCALE 1
 struct Fp8XCtx {
   const uint8_t* data;
   size_t K;
 };
 
-template <size_t R, size_t T>
+// kNan: track NaN codes and record in row_nan[r] which of the R rows has one (their outputs are
+// NaN). Otherwise row_nan[] comes from an earlier pass over the same rows and is applied.
+template <size_t R, size_t T, bool kNan>
 HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp, float* y,
-                                size_t ldy) {
-  {
-    const DF df;
-    const hn::Repartition<int16_t, DF> d16;
-    const hn::Half<decltype(d16)> d16h;
-    const hn::Rebind<int8_t, decltype(d16)> d8;
-    const hn::Rebind<uint8_t, decltype(d16)> du8;
-    const hn::Rebind<hwy::float16_t, DF> dh;
-    constexpr size_t kC = 2 * kN;
-    const size_t K = f.K;
-    VF acc[R][T];
-    for (size_t r = 0; r < R; ++r)
-      for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(df);
-    auto nanmax = hn::Zero(du8);
-    const auto mask = hn::Set(d16, static_cast<int16_t>(0xBF80));
-    const uint8_t* base[R];
-    for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
-    const size_t nfull = K / kC;
-    const bool short_rows = K <= md::kShortRowBytes;
-    const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
-    auto chunk = [&](size_t c, const uint8_t* const* ptr) HWY_ATTR {
-      VF w[R][2];
-      for (size_t r = 0; r < R; ++r) {
-        const auto b = hn::LoadU(du8, ptr[r]);
+                                size_t ldy, bool* row_nan) {
+  const DF df;
+  const DI di;
+  const hn::Rebind<int8_t, DF> d8;         // N bytes: one vector of weights
+  const hn::Repartition<uint8_t, DF> du8;  // 4N bytes: two chunks, for the NaN check
+  constexpr size_t kC = 2 * kN;
+  const size_t K = f.K;
+  VF acc[R][T];
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(df);
+  auto nanmax = hn::Zero(du8);
+  const auto mask = hn::Set(di, static_cast<int32_t>(0x87F00000u));
+  const uint8_t* base[R];
+  for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
+  const size_t nfull = K / kC;
+  const bool short_rows = K <= md::kShortRowBytes;
+  const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
+  // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check.
+  auto chunk = [&](size_t c, const uint8_t* const* ptr, size_t check) HWY_ATTR {
+    VF w[R][2];
+    for (size_t r = 0; r < R; ++r) {
+      if (kNan && check) {
+        const auto b = check == 2 * kC ? hn::LoadU(du8, ptr[r])
+                                       : hn::ZeroExtendVector(
+                                             du8, hn::LoadU(hn::Half<decltype(du8)>(), ptr[r]));
         nanmax = hn::Max(nanmax, hn::Add(b, b));  // |code|·2 as a byte: NaN ⇔ 0xFE
-        const auto h = hn::And(hn::ShiftLeft<7>(hn::PromoteTo(d16, hn::BitCast(d8, b))), mask);
-        w[r][0] = hn::PromoteTo(df, hn::BitCast(dh, hn::LowerHalf(d16h, h)));
-        w[r][1] = hn::PromoteTo(df, hn::BitCast(dh, hn::UpperHalf(d16h, h)));
       }
-      const float* xc = xs + c * kC;
-      for (size_t v = 0; v < 2; ++v) {
-        for (size_t t = 0; t < T; ++t) {
-          const VF xv = hn::Load(df, xc + t * Kp + v * kN);
-          for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(w[r][v], xv, acc[r][t]);
-        }
-      }
-    };
-    for (size_t c = 0; c < nfull; ++c) {
-      const uint8_t* ptr[R];
-      next.step(c);
-      for (size_t r = 0; r < R; ++r) {
-        ptr[r] = base[r] + c * kC;
-        if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
-      }
-      chunk(c, ptr);
+      const auto* p = reinterpret_cast<const int8_t*>(ptr[r]);
+      for (size_t v = 0; v < 2; ++v)
+        w[r][v] = hn::BitCast(
+            df, hn::And(hn::ShiftLeft<20>(hn::PromoteTo(di, hn::LoadU(d8, p + v * kN))), mask));
     }
-    if (nfull * kC < K) {  // partial last chunk through a zero-padded copy
-      alignas(64) uint8_t tailbuf[R][kC] = {};
-      const uint8_t* ptr[R];
-      for (size_t r = 0; r < R; ++r) {
-        std::memcpy(tailbuf[r], base[r] + nfull * kC, K - nfull * kC);
-        ptr[r] = tailbuf[r];
+    const float* xc = xs + c * kC;
+    for (size_t v = 0; v < 2; ++v) {
+      for (size_t t = 0; t < T; ++t) {
+        const VF xv = hn::Load(df, xc + t * Kp + v * kN);
+        for (size_t r = 0; r < R; ++r) acc[r][t] = hn::MulAdd(w[r][v], xv, acc[r][t]);
       }
-      chunk(nfull, ptr);
     }
+  };
+  for (size_t c = 0; c < nfull; ++c) {
+    const uint8_t* ptr[R];
+    next.step(c);
+    for (size_t r = 0; r < R; ++r) {
+      ptr[r] = base[r] + c * kC;
+      if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
+    }
+    chunk(c, ptr, c % 2 ? 0 : std::min<size_t>(2, nfull - c) * kC);
+  }
+  if (nfull * kC < K) {  // partial last chunk through a zero-padded copy
+    alignas(64) uint8_t tailbuf[R][kC] = {};
+    const uint8_t* ptr[R];
+    for (size_t r = 0; r < R; ++r) {
+      std::memcpy(tailbuf[r], base[r] + nfull * kC, K - nfull * kC);
+      ptr[r] = tailbuf[r];
+    }
+    chunk(nfull, ptr, kC);
+  }
+  if (kNan) {
     const bool any_nan = !hn::AllFalse(du8, hn::Eq(nanmax, hn::Set(du8, uint8_t{0xFE})));
     for (size_t r = 0; r < R; ++r) {
-      bool row_nan = false;
+      row_nan[r] = false;
       if (HWY_UNLIKELY(any_nan))
-        for (size_t i = 0; i < K; ++i) row_nan |= (base[r][i] & 0x7f) == 0x7f;
-      for (size_t t = 0; t < T; ++t)
-        y[t * ldy + r0 + r] = row_nan ? std::numeric_limits<float>::quiet_NaN()
-                                      : hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+        for (size_t i = 0; i < K; ++i) row_nan[r] |= (base[r][i] & 0x7f) == 0x7f;
     }
   }
+  for (size_t r = 0; r < R; ++r)
+    for (size_t t = 0; t < T; ++t)
+      y[t * ldy + r0 + r] = row_nan[r] ? std::numeric_limits<float>::quiet_NaN()
+                                       : hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
 }
 
-template <size_t R, size_t T = kTMax>
+template <size_t R, bool kNan, size_t T = kTMax>
 HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp,
-                                 float* y, size_t ldy) {
-  if (nt == T) return GemvBlockFp8X<R, T>(f, r0, xs, Kp, y, ldy);
-  if constexpr (T > 1) GemvFp8XDispatch<R, T - 1>(nt, f, r0, xs, Kp, y, ldy);
+                                 float* y, size_t ldy, bool* row_nan) {
+  if (nt == T) return GemvBlockFp8X<R, T, kNan>(f, r0, xs, Kp, y, ldy, row_nan);
+  if constexpr (T > 1) GemvFp8XDispatch<R, kNan, T - 1>(nt, f, r0, xs, Kp, y, ldy, row_nan);
 }
 
-// Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale.
+// Rows [r, e) from r in groups of R, for tokens [0, nt) of a block. Only the first token group of
+// the first token block (first) checks the weights for NaN codes; later ones reuse its findings.
+template <size_t R>
+size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, size_t Kp, size_t nt,
+                    float* y, size_t ldy, bool first, bool* seg_nan) {
+  for (; r + R <= e; r += R)
+    for (size_t t0 = 0; t0 < nt; t0 += kTMax) {
+      const size_t tn = std::min(kTMax, nt - t0);
+      if (first && t0 == 0)
+        GemvFp8XDispatch<R, true>(tn, f, r, xs, Kp, y, ldy, seg_nan + r % 128);
+      else
+        GemvFp8XDispatch<R, false>(tn, f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy,
+                                   seg_nan + r % 128);
+    }
+  return r;
+}
+
+// Rows [b, e); x2 = 2^(e-7) per (row block, col block), or NaN for a NaN scale.
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e,
                   const float* xp, size_t Kp, size_t n, float* y, size_t ldy) {
   const DF df;
@@ -756,32 +787,28 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
   for (size_t seg = b; seg < e;) {  // segments of one 128-row scale block
     const size_t rb = seg / 128;
     const size_t seg_end = std::min(e, (rb + 1) * 128);
+    bool seg_nan[128];  // per row of the segment (index r % 128): has a NaN code
     for (size_t tb = 0; tb < n; tb += tblk) {
       const size_t nb = std::min(tblk, n - tb);
-      for (size_t t = 0; t < nb; ++t)  // x' = x · scale · 2^8 for this row block
+      for (size_t t = 0; t < nb; ++t)  // x' = x · scale · 2^120 for this row block
         for (size_t k = 0; k < Kp; k += kN)
           hn::Store(hn::Mul(hn::Load(df, xp + (tb + t) * Kp + k),
                             hn::Set(df, x2[rb * ncb + std::min(k, f.K - 1) / 128])),
                     df, xs + t * Kp + k);
       float* yb = y + tb * ldy;
       size_t r = seg;
-      if (nb == 1)
-        for (; r + 2 * kR <= seg_end; r += 2 * kR) GemvBlockFp8X<2 * kR, 1>(f, r, xs, Kp, yb, ldy);
-      for (; r + kR <= seg_end; r += kR)
-        for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-          GemvFp8XDispatch<kR>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy,
-                               ldy);
-      for (; r < seg_end; ++r)
-        for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-          GemvFp8XDispatch<1>(std::min(kTMax, nb - t0), f, r, xs + t0 * Kp, Kp, yb + t0 * ldy, ldy);
+      if (nb == 1) r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, Kp, 1, yb, ldy, tb == 0, seg_nan);
+      r = GemvFp8XRows<kR>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
+      GemvFp8XRows<1>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
     }
     seg = seg_end;
   }
 }
 
-// The FP8 f16 GEMV moves the scale onto x: valid when every x' = x·2^(e-119) and every
-// weight·scale is an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale
-// exponents e in [10, 200] (or NaN scales) and x finite within the matching range.
+// The FP8 GEMV with the scale on x is exact when every x' = x·2^(e-7) and every weight·scale is
+// an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale exponents e in
+// [10, 134] (or NaN scales; 2^(e-7) is then a finite float) and x finite within the matching
+// range (|x·scale| < 2^7).
 bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp) {
   int emin = 255, emax = 0;
   const size_t nrb = (w.rows + 127) / 128, ncb = (w.cols + 127) / 128;
@@ -793,7 +820,7 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
       emax = std::max(emax, e);
     }
   if (emin > emax) return true;  // all scales NaN
-  if (emin < 10 || emax > 200) return false;
+  if (emin < 10 || emax > 134) return false;
   const DF df;
   auto vmax = hn::Zero(df), vmin = hn::Set(df, std::numeric_limits<float>::infinity());
   for (size_t i = 0; i < n * Kp; i += kN) {
@@ -805,13 +832,13 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
   const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
   const float amin = hn::GetLane(hn::MinOfLanes(df, vmin));
   if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf
-  return std::ldexp(static_cast<double>(amax), emax - 119) < 0x1p127 &&
+  return std::ldexp(static_cast<double>(amax), emax - 7) < 0x1p127 &&
          (amin == std::numeric_limits<float>::infinity() ||
-          std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126);
+          std::ldexp(static_cast<double>(amin), emin - 7) >= 0x1p-126);
 }
 
 #else
-#define DSV4_FP8_F16 0
+#define DSV4_FP8_XSCALE 0
 #endif  // HWY_TARGET <= HWY_AVX2
 
 // ---- Driver.
@@ -853,8 +880,8 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   const bool bf16 = w.format == WeightFormat::kBF16;
   const size_t C = (fp4 || fp8 || bf16) ? 2 * kN : kN;
   const size_t Kp = (K + C - 1) / C * C;
-  // FP8 tries the f16 GEMV (weights decoded in registers) at every n: with its token blocks it
-  // measured faster than the tile GEMM even at n = 512 (bench/matmul_bench, Zen 5).
+  // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n: with its
+  // token blocks it measured faster than the tile GEMM even at n = 512 (bench/matmul_bench, Zen 5).
   const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
   const size_t ldp = gemm ? Kp + kN : Kp;  // see GemmRows
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
@@ -900,13 +927,13 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
                              : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
                                          : std::ldexp(1.0f, static_cast<int>(e) - 7);
         }
-#if DSV4_FP8_F16
+#if DSV4_FP8_XSCALE
       if (!force_gemm && fp8_x_prescale_ok(w, xp, n, Kp)) {
-        // fac now holds 2^(e-119) (x' factors) instead.
+        // fac now holds 2^(e-7) (x' factors) instead.
         for (size_t i = 0; i < nrb * ncb; ++i) {
           const uint8_t e = w.scales[(i / ncb) * w.scale_stride + i % ncb];
           fac[i] = e == 0xff ? std::numeric_limits<float>::quiet_NaN()
-                             : std::ldexp(1.0f, static_cast<int>(e) - 119);
+                             : std::ldexp(1.0f, static_cast<int>(e) - 7);
         }
         const Fp8XCtx f{data, K};
         md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {

@@ -35,13 +35,22 @@ std::optional<std::string> field(const std::string& line, std::string_view name)
 
 }  // namespace
 
-size_t resident_set_bytes() {
+namespace {
+
+// A "Name:   123 kB" line of /proc/self/status in bytes (0 where unavailable).
+size_t status_bytes(std::string_view name) {
   std::ifstream in("/proc/self/status");
   std::string line;
   while (std::getline(in, line))
-    if (auto v = field(line, "VmRSS")) return std::stoull(*v) * 1024;
+    if (auto v = field(line, name)) return std::stoull(*v) * 1024;
   return 0;
 }
+
+}  // namespace
+
+size_t resident_set_bytes() { return status_bytes("VmRSS"); }
+
+size_t anonymous_resident_bytes() { return status_bytes("RssAnon"); }
 
 // Walks /proc/self/smaps: on_mapping(begin, end, path) for each mapping, then on_field(line) for
 // each of its field lines while on_mapping's last answer was true. on_field returning true ends

@@ -10,6 +10,11 @@ namespace dsv4 {
 // they have been touched.
 size_t resident_set_bytes();
 
+// RssAnon from /proc/self/status in bytes (0 where unavailable): memory the process allocated,
+// which a copy of the weights would be, as opposed to pages of mapped files. With 2 MiB pages,
+// touching one tensor of a mapped checkpoint can make its whole 2 MiB resident as file pages.
+size_t anonymous_resident_bytes();
+
 // The resident part of this process's file mappings under directory `dir` (an absolute,
 // symlink-free path, e.g. from std::filesystem::canonical) and how much of it is mapped by 2 MiB
 // pages (FilePmdMapped), from /proc/self/smaps; zeros where unavailable.

@@ -189,7 +189,7 @@ TEST(Matmul, Fp8ScaleOnXFallbacks) {
   TestMatrix mid = make_matrix(WeightFormat::kFp8Block128, 130, 260, 13);
   for (TestMatrix* m : {&tiny, &mid}) {
     std::vector<float> x = random_x(17, 260, 14);
-    x[3] = 3e37f;  // x·scale·2^8 overflows for the mid scales: fallback path
+    x[3] = 3e37f;  // x·scale·2^120 overflows for the mid scales: fallback path
     std::vector<float> big(17 * 130), one(17 * 130);
     matmul_simd(m->view, x.data(), 260, 17, big.data(), 130, nullptr, false);  // GEMM
     for (size_t t = 0; t < 17; ++t)
@@ -199,20 +199,39 @@ TEST(Matmul, Fp8ScaleOnXFallbacks) {
   }
 }
 
+// NaN codes anywhere in a row (first chunk, a chunk checked with its neighbour, a lone last chunk,
+// the partial tail) and NaN scales make the row's outputs NaN on every target, also in token
+// blocks after the first (K = 4096: blocks of 24 tokens; the FP8 GEMV checks the codes in the
+// first block only and reuses its findings), and leave the other rows bit-identical to n = 1.
 TEST(Matmul, Fp8NaNCodesAndScalesPropagate) {
-  TestMatrix m = make_matrix(WeightFormat::kFp8Block128, 260, 200, 11);
-  m.data[5 * 200 + 7] = 0x7f;                    // NaN weight in row 5
-  m.data[9 * 200 + 150] = 0xff;                  // -NaN weight in row 9
-  m.scales[2 * m.view.scale_stride + 1] = 0xff;  // NaN scale for rows 256.., cols 128..
-  for (size_t n : {size_t{1}, size_t{17}}) {
-    std::vector<float> x = random_x(n, 200, 3), y(n * 260);
-    matmul_simd(m.view, x.data(), 200, n, y.data(), 260, nullptr, false);
-    for (size_t t = 0; t < n; ++t)
-      for (size_t o = 0; o < 260; ++o) {
-        const bool want_nan = o == 5 || o == 9 || o >= 256;
-        EXPECT_EQ(std::isnan(y[t * 260 + o]), want_nan) << "row " << o << " n " << n;
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (size_t cols : {size_t{200}, size_t{224}, size_t{4096}}) {
+      TestMatrix m = make_matrix(WeightFormat::kFp8Block128, 260, cols, 11);
+      m.data[5 * cols + 7] = 0x7f;                   // NaN weight in row 5
+      m.data[9 * cols + cols * 3 / 4] = 0xff;        // -NaN weight in row 9
+      m.data[70 * cols + cols - 1] = 0x7f;           // in row 70's last element
+      m.data[131 * cols + cols - 40] = 0xff;         // in row 131's last 40
+      m.scales[2 * m.view.scale_stride + 1] = 0xff;  // NaN scale for rows 256.., cols 128..
+      const std::vector<size_t> ns =
+          cols == 4096 ? std::vector<size_t>{1, 25, 30} : std::vector<size_t>{1, 17};
+      for (size_t n : ns) {
+        std::vector<float> x = random_x(n, cols, 3), y(n * 260), one(260);
+        matmul_simd(m.view, x.data(), cols, n, y.data(), 260, nullptr, false);
+        for (size_t t = 0; t < n; ++t) {
+          matmul_simd(m.view, x.data() + t * cols, cols, 1, one.data(), 260, nullptr, false);
+          for (size_t o = 0; o < 260; ++o) {
+            const bool want_nan = o == 5 || o == 9 || o == 70 || o == 131 || o >= 256;
+            ASSERT_EQ(std::isnan(y[t * 260 + o]), want_nan)
+                << hwy::TargetName(target) << " row " << o << " token " << t << " n " << n
+                << " cols " << cols;
+            if (!want_nan) ASSERT_EQ(y[t * 260 + o], one[o]) << "row " << o << " token " << t;
+          }
+        }
       }
+    }
   }
+  hwy::SetSupportedTargetsForTest(0);
 }
 
 TEST(Matmul, RowSlicesInsideTheMatrix) {
