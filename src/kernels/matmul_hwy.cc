@@ -665,10 +665,11 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
 // path: results are bit-identical. NaN codes (0x7f/0xff) decode to finite values; a running byte
 // maximum over every other chunk's full-width load catches them and turns the row's outputs into
 // NaN. Measured against the earlier decode through f16 (sign extend to 16 bits, shift, F16C
-// widen: two conversions and a lane extract more per chunk; tools/ab-style alternation, best of
-// 10, Zen 5): n = 1 in L2 22.0 → 24.7 GB/s per core, 64 MiB from DRAM 38.0 → 40.0 GB/s with 2
-// threads; n = 512, 1 thread, V4 shapes +4-13 %. Checking NaN once per two chunks instead of per
-// chunk halves what the check costs (without it at all: 27.9 GB/s in L2).
+// widen: two conversions and a lane extract more per chunk, and the NaN check on every chunk and
+// token block), bench/matmul_bench on Zen 5, three alternated runs each: gemv/fp8_in_cache
+// 26.0-28.7 → 37.7-38.0 GB/s; fp8_4096x4096 n = 1 20.8-21.4 → 24.5-26.8 GB/s with 1 thread and
+// 38.2-41.7 → 43.4-48.0 with 2; n = 512 145-153 → 154-161 GFLOP/s (1 thread), wq_b 110-120 →
+// 120-132.
 #undef DSV4_FP8_XSCALE
 #if HWY_TARGET <= HWY_AVX2
 #define DSV4_FP8_XSCALE 1
