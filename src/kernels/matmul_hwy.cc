@@ -786,10 +786,12 @@ size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, size_
   return r;
 }
 
-// Rows [b, e); x2 = 2^(e-7) per (row block, col block), or NaN for a NaN scale.
-void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e,
-                  const float* xp, size_t Kp, size_t n, float* y, size_t ldy) {
+// Rows [b, e); x2 = 2^(e-7) per (row block, col block), or NaN for a NaN scale. x is read in
+// place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp.
+void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e, const float* x,
+                  size_t ldx, size_t Kp, size_t n, float* y, size_t ldy) {
   const DF df;
+  const size_t K = f.K;
   const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
   thread_local md::Scratch xs_s;
   float* xs = xs_s.get(std::min(n, tblk) * Kp);
@@ -799,11 +801,19 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
     bool seg_nan[128];  // per row of the segment (index r % 128): has a NaN code
     for (size_t tb = 0; tb < n; tb += tblk) {
       const size_t nb = std::min(tblk, n - tb);
-      for (size_t t = 0; t < nb; ++t)  // x' = x · scale · 2^120 for this row block
-        for (size_t k = 0; k < Kp; k += kN)
-          hn::Store(hn::Mul(hn::Load(df, xp + (tb + t) * Kp + k),
-                            hn::Set(df, x2[rb * ncb + std::min(k, f.K - 1) / 128])),
-                    df, xs + t * Kp + k);
+      for (size_t t = 0; t < nb; ++t) {  // x' = x · scale · 2^120 for this row block
+        const float* src = x + (tb + t) * ldx;
+        float* dst = xs + t * Kp;
+        const float* fac = x2 + rb * ncb;
+        size_t k = 0;
+        for (; k + kN <= K; k += kN)  // 128 / kN vectors per column block
+          hn::Store(hn::Mul(hn::LoadU(df, src + k), hn::Set(df, fac[k / 128])), df, dst + k);
+        for (; k < Kp; k += kN) {  // the partial vector and the padding, from a zeroed copy
+          alignas(64) float tail[kN] = {};
+          for (size_t i = k; i < std::min(k + kN, K); ++i) tail[i - k] = src[i];
+          hn::Store(hn::Mul(hn::Load(df, tail), hn::Set(df, fac[(K - 1) / 128])), df, dst + k);
+        }
+      }
       float* yb = y + tb * ldy;
       size_t r = seg;
       if (nb == 1) r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, Kp, 1, yb, ldy, tb == 0, seg_nan);
@@ -818,7 +828,7 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
 // an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale exponents e in
 // [10, 134] (or NaN scales; 2^(e-7) is then a finite float) and x finite within the matching
 // range (|x·scale| < 2^7).
-bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp) {
+bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n) {
   int emin = 255, emax = 0;
   const size_t nrb = (w.rows + 127) / 128, ncb = (w.cols + 127) / 128;
   for (size_t i = 0; i < nrb; ++i)
@@ -831,19 +841,30 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* xp, size_t n, size_t Kp
   if (emin > emax) return true;  // all scales NaN
   if (emin < 10 || emax > 134) return false;
   const DF df;
-  auto vmax = hn::Zero(df), vmin = hn::Set(df, std::numeric_limits<float>::infinity());
-  for (size_t i = 0; i < n * Kp; i += kN) {
-    const VF a = hn::Abs(hn::Load(df, xp + i));
-    if (!hn::AllFalse(df, hn::Ne(a, a))) return false;  // NaN
-    vmax = hn::Max(vmax, a);
-    vmin = hn::Min(vmin, hn::IfThenElse(hn::Eq(a, hn::Zero(df)), vmin, a));
+  const float inf = std::numeric_limits<float>::infinity();
+  auto vmax = hn::Zero(df), vmin = hn::Set(df, inf);
+  float amax = 0.0f, amin = inf;
+  for (size_t t = 0; t < n; ++t) {
+    const float* src = x + t * ldx;
+    size_t k = 0;
+    for (; k + kN <= w.cols; k += kN) {
+      const VF a = hn::Abs(hn::LoadU(df, src + k));
+      if (!hn::AllFalse(df, hn::Ne(a, a))) return false;  // NaN
+      vmax = hn::Max(vmax, a);
+      vmin = hn::Min(vmin, hn::IfThenElse(hn::Eq(a, hn::Zero(df)), vmin, a));
+    }
+    for (; k < w.cols; ++k) {
+      const float a = std::fabs(src[k]);
+      if (std::isnan(a)) return false;
+      amax = std::max(amax, a);
+      if (a != 0.0f) amin = std::min(amin, a);
+    }
   }
-  const float amax = hn::GetLane(hn::MaxOfLanes(df, vmax));
-  const float amin = hn::GetLane(hn::MinOfLanes(df, vmin));
+  amax = std::max(amax, hn::GetLane(hn::MaxOfLanes(df, vmax)));
+  amin = std::min(amin, hn::GetLane(hn::MinOfLanes(df, vmin)));
   if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf
   return std::ldexp(static_cast<double>(amax), emax - 7) < 0x1p127 &&
-         (amin == std::numeric_limits<float>::infinity() ||
-          std::ldexp(static_cast<double>(amin), emin - 7) >= 0x1p-126);
+         (amin == inf || std::ldexp(static_cast<double>(amin), emin - 7) >= 0x1p-126);
 }
 
 #else
@@ -892,9 +913,35 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n: with its
   // token blocks it measured faster than the tile GEMM even at n = 512 (bench/matmul_bench, Zen 5).
   const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
+  const auto* data = static_cast<const uint8_t*>(w.data);
+  thread_local md::Scratch xs, fs;
+  // FP8 factors per (row block, col block): 2^(e-7), or the scale itself when some scale exceeds
+  // 2^7 (two multiplies per weight), NaN for a NaN scale.
+  const size_t nrb = (rows + 127) / 128, ncb = (K + 127) / 128;
+  auto fp8_factors = [&](bool two_mul) {
+    float* fac = fs.get(nrb * ncb);
+    const float* e8 = md::e8m0_table();
+    for (size_t i = 0; i < nrb; ++i)
+      for (size_t j = 0; j < ncb; ++j) {
+        const uint8_t e = w.scales[i * w.scale_stride + j];
+        fac[i * ncb + j] = two_mul     ? e8[e]
+                           : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
+                                       : std::ldexp(1.0f, static_cast<int>(e) - 7);
+      }
+    return fac;
+  };
+#if DSV4_FP8_XSCALE
+  if (fp8 && !force_gemm && fp8_x_prescale_ok(w, x, ldx, n)) {  // reads x in place, no packing
+    const float* fac = fp8_factors(false);                      // = the x' factors
+    const Fp8XCtx f{data, K};
+    md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {
+      GemvRowsFp8X(f, fac, ncb, b, e, x, ldx, Kp, n, y, ldy);
+    });
+    return;
+  }
+#endif
   const size_t ldp = gemm ? Kp + kN : Kp;  // see GemmRows
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
-  thread_local md::Scratch xs, fs;
   float* xp = xs.get(n * ldp);
   for (size_t t = 0; t < n; ++t) {
     const float* src = x + t * ldx;
@@ -912,7 +959,6 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       }
     }
   }
-  const auto* data = static_cast<const uint8_t*>(w.data);
   switch (w.format) {
     case WeightFormat::kF32:
       Run(F32Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
@@ -921,36 +967,12 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       Run(BF16Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
       break;
     case WeightFormat::kFp8Block128: {
-      const size_t nrb = (rows + 127) / 128, ncb = (K + 127) / 128;
-      float* fac = fs.get(nrb * ncb);
       bool two_mul = false;
       for (size_t i = 0; i < nrb; ++i)
         for (size_t j = 0; j < ncb; ++j)
           two_mul |=
               (w.scales[i * w.scale_stride + j] > 134 && w.scales[i * w.scale_stride + j] != 0xff);
-      const float* e8 = md::e8m0_table();
-      for (size_t i = 0; i < nrb; ++i)
-        for (size_t j = 0; j < ncb; ++j) {
-          const uint8_t e = w.scales[i * w.scale_stride + j];
-          fac[i * ncb + j] = two_mul     ? e8[e]
-                             : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
-                                         : std::ldexp(1.0f, static_cast<int>(e) - 7);
-        }
-#if DSV4_FP8_XSCALE
-      if (!force_gemm && fp8_x_prescale_ok(w, xp, n, Kp)) {
-        // fac now holds 2^(e-7) (x' factors) instead.
-        for (size_t i = 0; i < nrb * ncb; ++i) {
-          const uint8_t e = w.scales[(i / ncb) * w.scale_stride + i % ncb];
-          fac[i] = e == 0xff ? std::numeric_limits<float>::quiet_NaN()
-                             : std::ldexp(1.0f, static_cast<int>(e) - 7);
-        }
-        const Fp8XCtx f{data, K};
-        md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {
-          GemvRowsFp8X(f, fac, ncb, b, e, xp, Kp, n, y, ldy);
-        });
-        break;
-      }
-#endif
+      const float* fac = fp8_factors(two_mul);
       // x was packed for the GEMV (ldp == Kp) unless the GEMM was forced.
       const bool fp8_gemm = gemm || n >= kMatmulGemmMinTokens;
       if (two_mul)
