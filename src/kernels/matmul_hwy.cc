@@ -702,9 +702,11 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
   // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check.
   // With several tokens the chunk's two vectors are decoded one after the other, so that the R·T
   // accumulators and the R weights fit the registers (decoding both at once spilled at R = 4,
-  // T = 6); a single token keeps both in flight. Measured with the two orders alternated in one
-  // process, best of 5-8 (Zen 5, 2 threads): n = 512 4096×4096 288 → 314 GFLOP/s, 2048×4096
-  // 275 → 298, wo_b 8192 wide 306 → 323; n = 1 and n = 16 unchanged or slower with one at a time.
+  // T = 6); a single token keeps both in flight. Measured by a throwaway program (not in the
+  // repository) alternating the two orders in one process, best of 5-8 (Zen 5, 2 threads): n = 512
+  // 4096×4096 288 → 314 GFLOP/s, 2048×4096 275 → 298, wo_b 8192 wide 306 → 323; n = 1 and n = 16
+  // unchanged or slower with one at a time. bench/matmul_bench: fp8_4096x4096 n = 512, 2 threads,
+  // with the x-in-place change: 256-271 → 283-284.
   constexpr size_t kV = T > 1 ? 1 : 2;
   auto chunk = [&](size_t c, const uint8_t* const* ptr, size_t check) HWY_ATTR {
     if (kNan && check)

@@ -33,10 +33,6 @@ std::optional<std::string> field(const std::string& line, std::string_view name)
   return line.substr(name.size() + 1);
 }
 
-}  // namespace
-
-namespace {
-
 // A "Name:   123 kB" line of /proc/self/status in bytes (0 where unavailable).
 size_t status_bytes(std::string_view name) {
   std::ifstream in("/proc/self/status");

@@ -225,7 +225,9 @@ TEST(Matmul, Fp8NaNCodesAndScalesPropagate) {
             ASSERT_EQ(std::isnan(y[t * 260 + o]), want_nan)
                 << hwy::TargetName(target) << " row " << o << " token " << t << " n " << n
                 << " cols " << cols;
-            if (!want_nan) ASSERT_EQ(y[t * 260 + o], one[o]) << "row " << o << " token " << t;
+            if (!want_nan) {
+              ASSERT_EQ(y[t * 260 + o], one[o]) << "row " << o << " token " << t;
+            }
           }
         }
       }

@@ -52,7 +52,7 @@ TEST(Memory, LoadMapsWeightsInPlace) {
   // Validation touches only headers, norms and the hash tables, and allocates far less than the
   // weights. The allocated part is what a copy would show in: the total also counts touched file
   // pages, which with 2 MiB pages can cover all of an 18 MB checkpoint, depending on whether the
-  // page cache holds its files in 2 MiB or 4 KiB pages (the bench checks total RSS on flash-4l).
+  // page cache holds its files in 2 MiB or 4 KiB pages (`dsv4 bench` prints total RSS on flash-4l).
   ASSERT_GT(anon_after_load, 0u) << "RssAnon missing from /proc/self/status";
   EXPECT_LT(anon_after_load - anon_before, biggest_bytes / 4);
 }
