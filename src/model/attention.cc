@@ -69,17 +69,20 @@ void index_scores_block(const float* qI, const float* wI, int nI, int ihd, const
 // decoded, 67 MB of dot products).
 constexpr size_t kIndexBlock = 64;
 
+// Floats of index_scores' buffer per thread: a block's dot products and its decoded keys.
+size_t index_scratch_floats(int nI, int ihd) { return kIndexBlock * static_cast<size_t>(nI + ihd); }
+
 // Index scores of the first n stored keys. Without `keys` (fp32, [n, ihd]), each block of stored
 // keys is decoded where it is scored: a single query then reads the native keys once, spread over
-// the pool's threads, instead of decoding the whole context up front. `pool` may be null.
+// the pool's threads, instead of decoding the whole context up front. `pool` may be null: then
+// the calling thread, pool thread `th`, does it all. `scratch` holds index_scratch_floats per
+// thread.
 void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys,
                   const uint8_t* stored, const KvCodec& codec, size_t n, float* scores,
-                  ThreadPool* pool) {
-  struct KeyTag;
-  struct HwTag;
-  auto blocks = [&](size_t b, size_t e, int) {
-    float* hw = workspace<HwTag>(static_cast<size_t>(nI) * kIndexBlock);
-    float* kb = keys ? nullptr : workspace<KeyTag>(kIndexBlock * ihd);
+                  ThreadPool* pool, PerThread<float> scratch, int th) {
+  auto blocks = [&](size_t b, size_t e, int thread) {
+    float* hw = scratch[thread];
+    float* kb = hw + kIndexBlock * nI;
     for (size_t b0 = b; b0 < e; b0 += kIndexBlock) {
       const size_t nb = std::min(kIndexBlock, e - b0);
       const float* k = keys ? keys + b0 * ihd : kb;
@@ -92,7 +95,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
   if (pool && n > kIndexBlock)
     pool->parallel_for_dynamic(n, blocks, kIndexBlock);
   else
-    blocks(0, n, 0);
+    blocks(0, n, th);
 }
 
 // Per-thread buffers of the attention phase.
@@ -100,6 +103,22 @@ struct Scratch {
   std::vector<float> entries, z, scores, st;
   std::vector<int64_t> sel;
 };
+
+// Grows `sc` to what a query at position max_pos or before can need (phase B's sizes grow with
+// the position), so that no buffer grows inside the parallel section, whichever thread the
+// scheduler gives the latest token.
+void reserve_for_position(Scratch& sc, const Dims& d, int ratio, int64_t topk, int64_t max_pos) {
+  const size_t seen = static_cast<size_t>(max_pos + 1);
+  const size_t n_avail = ratio ? seen / static_cast<size_t>(ratio) : 0;
+  const size_t n_sel = ratio == 4 ? std::min(n_avail, static_cast<size_t>(topk)) : n_avail;
+  const size_t n_ent = std::min(seen, static_cast<size_t>(d.win)) + n_sel;
+  const size_t H = static_cast<size_t>(d.H), hd = static_cast<size_t>(d.hd);
+  sc.entries.reserve(n_ent * hd);
+  sc.st.reserve(n_ent * H);
+  sc.z.reserve(n_ent * H);
+  if (ratio == 4) sc.scores.reserve(n_avail);
+  sc.sel.reserve(n_avail);  // top_k ranks all n_avail before keeping k
+}
 
 }  // namespace
 
@@ -239,9 +258,15 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   }
   auto& scratch = workspace_vector<struct ScratchTag, Scratch>();
   if (scratch.size() < static_cast<size_t>(pool.size())) scratch.resize(pool.size());
+  int64_t max_pos = 0;
+  for (const SeqSpan& sp : ctx.spans)
+    if (sp.end > sp.begin) max_pos = std::max(max_pos, sp.pos0 + int64_t(sp.end - sp.begin) - 1);
+  for (Scratch& sc : scratch) reserve_for_position(sc, d, ratio, cfg.index_topk, max_pos);
+  const PerThread<float> index_scratch = per_thread_workspace<struct IndexScratchTag>(
+      pool.size(), ratio == 4 ? index_scratch_floats(d.nI, d.ihd) : 0);
 
   // Which compressed entries the query at `pos` sees (w < (pos+1)/ratio); CSA: the indexer's top-k.
-  auto select = [&](size_t si, size_t t, int64_t pos, Scratch& sc, bool parallel) {
+  auto select = [&](size_t si, size_t t, int64_t pos, Scratch& sc, int th, bool parallel) {
     sc.sel.clear();
     if (ratio == 128) {
       for (int64_t w = 0; w < (pos + 1) / 128; ++w) sc.sel.push_back(w);
@@ -253,7 +278,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       const LayerState& L = ctx.spans[si].seq->layers[layer];
       index_scores(qI, wI, d.nI, d.ihd, per_token ? ikeys[si].data() : nullptr, L.index_keys.data(),
                    ctx.spans[si].seq->index_codec(), static_cast<size_t>(n_avail), sc.scores.data(),
-                   parallel ? &pool : nullptr);
+                   parallel ? &pool : nullptr, index_scratch, th);
       top_k(sc.scores, cfg.index_topk, sc.sel);
     }
   };
@@ -333,7 +358,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
       for (size_t i = b; i < e; ++i) {
         const auto [si, t] = tokens[i];
         const int64_t pos = pos_of(si, t);
-        select(si, t, pos, sc, false);
+        select(si, t, pos, sc, th, false);
         const size_t n_ent = gather(si, t, pos, sc, nullptr);
         scores(t, sc, n_ent, nullptr);
         softmax(sc, n_ent, 0, d.H);
@@ -345,7 +370,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     for (const auto& [si, t] : tokens) {
       Scratch& sc = scratch[0];
       const int64_t pos = pos_of(si, t);
-      select(si, t, pos, sc, true);
+      select(si, t, pos, sc, 0, true);
       const size_t n_ent = gather(si, t, pos, sc, &pool);
       scores(t, sc, n_ent, &pool);
       pool.parallel_for_dynamic(

@@ -97,9 +97,9 @@ void hc_post(const ModelConfig& cfg, const float* o, const float* post, const fl
              float* h, ThreadPool& pool) {
   const int hc = cfg.hc_mult;
   const size_t D = cfg.dim;
-  auto body = [&](size_t t0, size_t t1, int) {
-    struct HcPostTag;
-    float* out = workspace<HcPostTag>(hc * D);
+  const PerThread<float> outs = per_thread_workspace<struct HcPostOutTag>(pool.size(), hc * D);
+  auto body = [&](size_t t0, size_t t1, int th) {
+    float* out = outs[th];
     for (size_t t = t0; t < t1; ++t) {
       float* ht = h + t * hc * D;
       const float* ot = o + t * D;

@@ -21,12 +21,12 @@ constexpr size_t kExpertParallelMaxRows = 8;
 
 // SwiGLU with the V4 clamp: gate ≤ limit, up ∈ [−limit, limit]; `scale` is the routing weight,
 // applied to the activation before w2 as in the reference.
-// pool == nullptr: everything on the calling thread.
+// pool == nullptr: everything on the calling thread. `gu` holds 2·n·I floats (gate and up).
 void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float* scale,
-                   float limit, float* y, ThreadPool* pool) {
+                   float limit, float* y, ThreadPool* pool, float* gu) {
   const size_t I = e.w1.rows;
-  float* g = workspace<struct ExpertGateTag>(n * I);
-  float* u = workspace<struct ExpertUpTag>(n * I);
+  float* g = gu;
+  float* u = gu + n * I;
   matmul(e.w1, x, n, g, pool);
   matmul(e.w3, x, n, u, pool);
   auto act = [&](size_t b, size_t end, int) {
@@ -121,20 +121,23 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
   float* ys = nullptr;
   if (mw.has_shared) {
     ys = workspace<struct SharedOutTag>(N * D);
-    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ys, &ctx.pool);
+    float* gu = workspace<struct SharedGateUpTag>(2 * N * mw.shared.w1.rows);
+    swiglu_expert(mw.shared, x, N, nullptr, cfg.swiglu_limit, ys, &ctx.pool, gu);
   }
   std::fill(out, out + N * D, 0.0f);
   // Expert e's rows gathered (routing weights beside them), run, and their outputs written to
-  // ye; on the given pool, or on the calling thread alone.
-  auto run_expert = [&](int e, float* ye, ThreadPool* pool) {
+  // ye; on the given pool, or on the calling thread alone. `buf` holds expert_floats(rows) floats.
+  const size_t I = static_cast<size_t>(cfg.moe_inter_dim);  // every routed expert's w1 rows
+  auto expert_floats = [&](size_t n) { return n * (D + 1 + 2 * I); };
+  auto run_expert = [&](int e, float* ye, ThreadPool* pool, float* buf) {
     const auto& r = rows[e];
-    float* xe = workspace<struct ExpertInTag>(r.size() * D);
-    float* we = workspace<struct ExpertWeightTag>(r.size());
+    float* xe = buf;
+    float* we = xe + r.size() * D;
     for (size_t i = 0; i < r.size(); ++i) {
       std::copy(x + r[i].first * D, x + (r[i].first + 1) * D, &xe[i * D]);
       we[i] = r[i].second;
     }
-    swiglu_expert(mw.experts[e], xe, r.size(), we, cfg.swiglu_limit, ye, pool);
+    swiglu_expert(mw.experts[e], xe, r.size(), we, cfg.swiglu_limit, ye, pool, we + r.size());
   };
   auto add_expert = [&](int e, const float* ye) {
     const auto& r = rows[e];
@@ -158,14 +161,18 @@ void moe_forward(const ForwardContext& ctx, const BlockWeights& bw, const float*
     // thread count (kernels/matmul.h), and outputs are added in expert order as below, so the
     // result is the same bits.
     float* ys_all = workspace<struct ExpertOutsTag>(active.size() * max_rows * D);
-    ctx.pool.parallel_for_dynamic(active.size(), [&](size_t b, size_t end, int) {
-      for (size_t k = b; k < end; ++k) run_expert(active[k], ys_all + k * max_rows * D, nullptr);
+    const PerThread<float> bufs =
+        per_thread_workspace<struct ExpertBufsTag>(static_cast<int>(nt), expert_floats(max_rows));
+    ctx.pool.parallel_for_dynamic(active.size(), [&](size_t b, size_t end, int th) {
+      for (size_t k = b; k < end; ++k)
+        run_expert(active[k], ys_all + k * max_rows * D, nullptr, bufs[th]);
     });
     for (size_t k = 0; k < active.size(); ++k) add_expert(active[k], ys_all + k * max_rows * D);
   } else {
     float* ye = workspace<struct ExpertOutTag>(N * D);
+    float* buf = workspace<struct ExpertBufTag>(expert_floats(max_rows));
     for (int e : active) {
-      run_expert(e, ye, &ctx.pool);
+      run_expert(e, ye, &ctx.pool, buf);
       add_expert(e, ye);
     }
   }
