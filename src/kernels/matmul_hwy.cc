@@ -203,7 +203,27 @@ struct BF16Fmt {
   }
 };
 
-// kTwoMul: some scale exceeds 2^7, so 2^120·scale would overflow; multiply in two steps.
+// N e4m3 codes → fp32 of value·2^-8, exactly, through f16: the byte sign extended to 16 bits,
+// shifted left by 7 and masked is the f16 of value·2^-8 (e4m3 and f16 subnormals line up), and
+// widening that to fp32 makes every code a normal float or zero (NaN codes come out finite:
+// callers catch them). Placing the bits straight into an fp32 (value·2^-120, one conversion
+// less) makes e4m3 subnormals fp32 subnormals, and Intel cores take a microcode assist of
+// ~100 cycles for each multiply or FMA with such an operand: on a Xeon with AVX-512 FP16, decode
+// and FMA of codes of which 1/8 are subnormal ran at 0.43 against 10.7 G weights/s per core
+// (/tmp probe, one accumulator chain), and matmul_bench's FP8 GEMV at 1.8 GFLOP/s. A real
+// checkpoint has ~1.5·10^-4 subnormal codes (synth flash-4l wq_a: one vector in 500). AMD cores
+// take no assist; there the fp32 placement measured 37.7 against 26-29 GB/s per core in L2.
+HWY_INLINE VF DecodeE4m3(const uint8_t* p) {
+  const DF df;
+  const hn::Rebind<int8_t, DF> d8;
+  const hn::Rebind<int16_t, DF> d16;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const auto c16 = hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
+  const auto h = hn::And(hn::ShiftLeft<7>(c16), hn::Set(d16, static_cast<int16_t>(0xBF80)));
+  return hn::PromoteTo(df, hn::BitCast(dh, h));
+}
+
+// kTwoMul: some scale exceeds 2^119, so 2^8·scale would overflow; multiply in two steps.
 // Chunks are 2N elements (two vectors) so that FP8 rows have the same vector count in every
 // path, including the GEMV with the scale on x below.
 template <bool kTwoMul>
@@ -211,7 +231,7 @@ struct Fp8Fmt {
   static constexpr size_t kC = 2 * kN, kVecs = 2, kChunkBytes = 2 * kN;
   const uint8_t* data;
   size_t K;
-  const float* fac;  // [row block][col block]: 2^(e-7), or the scale itself when kTwoMul
+  const float* fac;  // [row block][col block]: 2^(e-119), or the scale itself when kTwoMul
   size_t ncb;
   struct Aux {
     float f;
@@ -223,14 +243,12 @@ struct Fp8Fmt {
   HWY_INLINE VF decode1(const uint8_t* p, float f) const {
     const DI di;
     const DF df;
-    const hn::Rebind<int8_t, DF> d8;
-    const auto ci = hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
-    const auto bits =
-        hn::And(hn::ShiftLeft<20>(ci), hn::Set(di, static_cast<int32_t>(0x87F00000u)));
-    VF w = hn::BitCast(df, bits);  // = e4m3 value · 2^-120, exactly
-    if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p120f));
+    const hn::Rebind<uint8_t, DF> d8;
+    VF w = DecodeE4m3(p);  // = e4m3 value · 2^-8
+    if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p8f));
     w = hn::Mul(w, hn::Set(df, f));
-    const auto is_nan = hn::Eq(hn::And(ci, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
+    const auto c = hn::BitCast(di, hn::PromoteTo(hn::Rebind<uint32_t, DF>(), hn::LoadU(d8, p)));
+    const auto is_nan = hn::Eq(hn::And(c, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
     return hn::IfThenElse(hn::RebindMask(df, is_nan),
                           hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
   }
@@ -657,19 +675,14 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
 #define DSV4_GEMM_T 0
 #endif
 
-// ---- FP8 GEMV with the block scale on x (AVX2 and AVX-512). The e4m3 byte, sign extended to 32
-// bits, shifted left by 20 and masked, is the fp32 of value·2^-120 exactly (sign, exponent and
-// mantissa land in their fp32 places; e4m3 subnormals become fp32 subnormals, and nothing in the
-// process sets DAZ). The block scale moves to x: x' = x·scale·2^120 (exact when MatmulImpl's
-// range check passes), so w'·x' = (value·scale)·x exactly and each FMA rounds as in the GEMM
-// path: results are bit-identical. NaN codes (0x7f/0xff) decode to finite values; a running byte
+// ---- FP8 GEMV with the block scale on x (AVX2 and AVX-512). Weights decode to value·2^-8
+// (DecodeE4m3) and the block scale moves to x: x' = x·scale·2^8 (exact when MatmulImpl's range
+// check passes), so w'·x' = (value·scale)·x exactly and each FMA rounds as in the GEMM path:
+// results are bit-identical. NaN codes (0x7f/0xff) decode to finite values; a running byte
 // maximum over every other chunk's full-width load catches them and turns the row's outputs into
-// NaN. Measured against the earlier decode through f16 (sign extend to 16 bits, shift, F16C
-// widen: two conversions and a lane extract more per chunk, and the NaN check on every chunk and
-// token block), bench/matmul_bench on Zen 5, three alternated runs each: gemv/fp8_in_cache
-// 26.0-28.7 → 37.7-38.0 GB/s; fp8_4096x4096 n = 1 20.8-21.4 → 24.5-26.8 GB/s with 1 thread and
-// 38.2-41.7 → 43.4-48.0 with 2; n = 512 145-153 → 154-161 GFLOP/s (1 thread), wq_b 110-120 →
-// 120-132.
+// NaN. Against the first version (NaN check on every chunk and token block), bench/matmul_bench
+// on Zen 5: fp8_4096x4096 n = 512 +4-9 %; the NaN check's saving at n = 1 went to the decode
+// straight to fp32 bits that DecodeE4m3 explains and replaces.
 #undef DSV4_FP8_XSCALE
 #if HWY_TARGET <= HWY_AVX2
 #define DSV4_FP8_XSCALE 1
@@ -684,8 +697,6 @@ template <size_t R, size_t T, bool kNan>
 HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp, float* y,
                                 size_t ldy, bool* row_nan) {
   const DF df;
-  const DI di;
-  const hn::Rebind<int8_t, DF> d8;         // N bytes: one vector of weights
   const hn::Repartition<uint8_t, DF> du8;  // 4N bytes: two chunks, for the NaN check
   constexpr size_t kC = 2 * kN;
   const size_t K = f.K;
@@ -693,7 +704,6 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
   for (size_t r = 0; r < R; ++r)
     for (size_t t = 0; t < T; ++t) acc[r][t] = hn::Zero(df);
   auto nanmax = hn::Zero(du8);
-  const auto mask = hn::Set(di, static_cast<int32_t>(0x87F00000u));
   const uint8_t* base[R];
   for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
   const size_t nfull = K / kC;
@@ -721,9 +731,7 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
       VF w[R][kV];
       for (size_t r = 0; r < R; ++r)
         for (size_t v = 0; v < kV; ++v) {
-          const auto* p = reinterpret_cast<const int8_t*>(ptr[r]) + (v0 + v) * kN;
-          w[r][v] = hn::BitCast(
-              df, hn::And(hn::ShiftLeft<20>(hn::PromoteTo(di, hn::LoadU(d8, p))), mask));
+          w[r][v] = DecodeE4m3(ptr[r] + (v0 + v) * kN);
         }
       for (size_t v = 0; v < kV; ++v)
         for (size_t t = 0; t < T; ++t) {
@@ -788,7 +796,7 @@ size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, size_
   return r;
 }
 
-// Rows [b, e); x2 = 2^(e-7) per (row block, col block), or NaN for a NaN scale. x is read in
+// Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale. x is read in
 // place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp.
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e, const float* x,
                   size_t ldx, size_t Kp, size_t n, float* y, size_t ldy) {
@@ -803,7 +811,7 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
     bool seg_nan[128];  // per row of the segment (index r % 128): has a NaN code
     for (size_t tb = 0; tb < n; tb += tblk) {
       const size_t nb = std::min(tblk, n - tb);
-      for (size_t t = 0; t < nb; ++t) {  // x' = x · scale · 2^120 for this row block
+      for (size_t t = 0; t < nb; ++t) {  // x' = x · scale · 2^8 for this row block
         const float* src = x + (tb + t) * ldx;
         float* dst = xs + t * Kp;
         const float* fac = x2 + rb * ncb;
@@ -826,10 +834,10 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
   }
 }
 
-// The FP8 GEMV with the scale on x is exact when every x' = x·2^(e-7) and every weight·scale is
+// The FP8 GEMV with the scale on x is exact when every x' = x·2^(e-119) and every weight·scale is
 // an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale exponents e in
-// [10, 134] (or NaN scales; 2^(e-7) is then a finite float) and x finite within the matching
-// range (|x·scale| < 2^7).
+// [10, 246] (or NaN scales; 2^(e-119) is then a finite float) and x finite within the matching
+// range (x' normal and below 2^127).
 bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n) {
   int emin = 255, emax = 0;
   const size_t nrb = (w.rows + 127) / 128, ncb = (w.cols + 127) / 128;
@@ -841,7 +849,7 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n
       emax = std::max(emax, e);
     }
   if (emin > emax) return true;  // all scales NaN
-  if (emin < 10 || emax > 134) return false;
+  if (emin < 10 || emax > 246) return false;
   const DF df;
   const float inf = std::numeric_limits<float>::infinity();
   auto vmax = hn::Zero(df), vmin = hn::Set(df, inf);
@@ -865,8 +873,8 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n
   amax = std::max(amax, hn::GetLane(hn::MaxOfLanes(df, vmax)));
   amin = std::min(amin, hn::GetLane(hn::MinOfLanes(df, vmin)));
   if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf
-  return std::ldexp(static_cast<double>(amax), emax - 7) < 0x1p127 &&
-         (amin == inf || std::ldexp(static_cast<double>(amin), emin - 7) >= 0x1p-126);
+  return std::ldexp(static_cast<double>(amax), emax - 119) < 0x1p127 &&
+         (amin == inf || std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126);
 }
 
 #else
@@ -917,8 +925,8 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
   const auto* data = static_cast<const uint8_t*>(w.data);
   thread_local md::Scratch xs, fs;
-  // FP8 factors per (row block, col block): 2^(e-7), or the scale itself when some scale exceeds
-  // 2^7 (two multiplies per weight), NaN for a NaN scale.
+  // FP8 factors per (row block, col block): 2^(e-119), or the scale itself when some scale
+  // exceeds 2^119 (two multiplies per weight), NaN for a NaN scale.
   const size_t nrb = (rows + 127) / 128, ncb = (K + 127) / 128;
   auto fp8_factors = [&](bool two_mul) {
     float* fac = fs.get(nrb * ncb);
@@ -928,7 +936,7 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
         const uint8_t e = w.scales[i * w.scale_stride + j];
         fac[i * ncb + j] = two_mul     ? e8[e]
                            : e == 0xff ? std::numeric_limits<float>::quiet_NaN()
-                                       : std::ldexp(1.0f, static_cast<int>(e) - 7);
+                                       : std::ldexp(1.0f, static_cast<int>(e) - 119);
       }
     return fac;
   };
@@ -973,7 +981,7 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       for (size_t i = 0; i < nrb; ++i)
         for (size_t j = 0; j < ncb; ++j)
           two_mul |=
-              (w.scales[i * w.scale_stride + j] > 134 && w.scales[i * w.scale_stride + j] != 0xff);
+              (w.scales[i * w.scale_stride + j] > 246 && w.scales[i * w.scale_stride + j] != 0xff);
       const float* fac = fp8_factors(two_mul);
       // x was packed for the GEMV (ldp == Kp) unless the GEMM was forced.
       const bool fp8_gemm = gemm || n >= kMatmulGemmMinTokens;
