@@ -223,6 +223,22 @@ HWY_INLINE VF DecodeE4m3(const uint8_t* p) {
   return hn::PromoteTo(df, hn::BitCast(dh, h));
 }
 
+#if HWY_TARGET != HWY_SCALAR
+// 2N codes at once, the same values: one widening to 16 bits, shift and mask for both vectors
+// (on a Xeon's two vector ports, 10 instead of 12 micro-ops per 2N weights with their FMAs).
+HWY_INLINE void DecodeE4m3Pair(const uint8_t* p, VF* out) {
+  const DF df;
+  const hn::Repartition<int16_t, DF> d16;
+  const hn::Half<decltype(d16)> d16h;
+  const hn::Rebind<int8_t, decltype(d16)> d8;
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  const auto c16 = hn::PromoteTo(d16, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
+  const auto h = hn::And(hn::ShiftLeft<7>(c16), hn::Set(d16, static_cast<int16_t>(0xBF80)));
+  out[0] = hn::PromoteTo(df, hn::BitCast(dh, hn::LowerHalf(d16h, h)));
+  out[1] = hn::PromoteTo(df, hn::BitCast(dh, hn::UpperHalf(d16h, h)));
+}
+#endif
+
 // kTwoMul: some scale exceeds 2^119, so 2^8·scale would overflow; multiply in two steps.
 // Chunks are 2N elements (two vectors) so that FP8 rows have the same vector count in every
 // path, including the GEMV with the scale on x below.
@@ -240,21 +256,26 @@ struct Fp8Fmt {
   Aux aux(size_t r, size_t c) const { return {fac[(r / 128) * ncb + (c * kC) / 128]}; }
   void prefetch_aux(size_t) const {}
   static size_t tail_bytes(size_t elems) { return elems; }
-  HWY_INLINE VF decode1(const uint8_t* p, float f) const {
+  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
     const DI di;
     const DF df;
     const hn::Rebind<uint8_t, DF> d8;
-    VF w = DecodeE4m3(p);  // = e4m3 value · 2^-8
-    if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p8f));
-    w = hn::Mul(w, hn::Set(df, f));
-    const auto c = hn::BitCast(di, hn::PromoteTo(hn::Rebind<uint32_t, DF>(), hn::LoadU(d8, p)));
-    const auto is_nan = hn::Eq(hn::And(c, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
-    return hn::IfThenElse(hn::RebindMask(df, is_nan),
-                          hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
-  }
-  HWY_INLINE void decode(const uint8_t* p, Aux a, VF* out) const {
-    out[0] = decode1(p, a.f);
-    out[1] = decode1(p + kN, a.f);
+#if HWY_TARGET == HWY_SCALAR  // one lane: no pair of halves
+    out[0] = DecodeE4m3(p);
+    out[1] = DecodeE4m3(p + kN);
+#else
+    DecodeE4m3Pair(p, out);
+#endif
+    for (size_t v = 0; v < 2; ++v) {  // = e4m3 value · 2^-8 → value · scale; NaN codes
+      VF w = out[v];
+      if (kTwoMul) w = hn::Mul(w, hn::Set(df, 0x1p8f));
+      w = hn::Mul(w, hn::Set(df, a.f));
+      const auto c =
+          hn::BitCast(di, hn::PromoteTo(hn::Rebind<uint32_t, DF>(), hn::LoadU(d8, p + v * kN)));
+      const auto is_nan = hn::Eq(hn::And(c, hn::Set(di, 0x7f)), hn::Set(di, 0x7f));
+      out[v] = hn::IfThenElse(hn::RebindMask(df, is_nan),
+                              hn::Set(df, std::numeric_limits<float>::quiet_NaN()), w);
+    }
   }
 };
 
@@ -284,8 +305,19 @@ struct Fp4Fmt {
     const DU du;
     const hn::Rebind<uint8_t, DF> d8;
     const auto b = hn::PromoteTo(du, hn::LoadU(d8, p));
-    const auto lo = hn::And(b, hn::Set(du, 15u));
     const auto hi = hn::ShiftRight<4>(b);
+#if HWY_TARGET <= HWY_AVX3
+    if constexpr (kN == 16) {
+      // vpermps reads only the low 4 bits of each index, so the byte itself indexes its low
+      // nibble: one AND fewer per chunk on the ports that also run the FMAs (Highway's
+      // IndicesFromVec would assert the range in debug builds, hence the raw indices).
+      const VF tbl = hn::Load(df, a.t);
+      out[0] = hn::TableLookupLanes(tbl, hn::Indices512<float>{b.raw});
+      out[1] = hn::TableLookupLanes(tbl, hn::Indices512<float>{hi.raw});
+      return;
+    }
+#endif
+    const auto lo = hn::And(b, hn::Set(du, 15u));
     if constexpr (kN == 16) {
       const VF tbl = hn::Load(df, a.t);
       out[0] = hn::TableLookupLanes(tbl, hn::IndicesFromVec(df, lo));
@@ -729,10 +761,12 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
     const float* xc = xs + c * kC;
     for (size_t v0 = 0; v0 < 2; v0 += kV) {
       VF w[R][kV];
-      for (size_t r = 0; r < R; ++r)
-        for (size_t v = 0; v < kV; ++v) {
-          w[r][v] = DecodeE4m3(ptr[r] + (v0 + v) * kN);
-        }
+      for (size_t r = 0; r < R; ++r) {
+        if constexpr (kV == 2)
+          DecodeE4m3Pair(ptr[r], w[r]);
+        else
+          w[r][0] = DecodeE4m3(ptr[r] + v0 * kN);
+      }
       for (size_t v = 0; v < kV; ++v)
         for (size_t t = 0; t < T; ++t) {
           const VF xv = hn::Load(df, xc + t * Kp + (v0 + v) * kN);
@@ -920,8 +954,9 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   const bool bf16 = w.format == WeightFormat::kBF16;
   const size_t C = (fp4 || fp8 || bf16) ? 2 * kN : kN;
   const size_t Kp = (K + C - 1) / C * C;
-  // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n: with its
-  // token blocks it measured faster than the tile GEMM even at n = 512 (bench/matmul_bench, Zen 5).
+  // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n unless the
+  // GEMM is forced: matmul() forces it for the shapes where it timed faster on this machine
+  // (on Zen 5 the GEMV won most V4 shapes even at n = 512; on a Xeon the GEMM won all).
   const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
   const auto* data = static_cast<const uint8_t*>(w.data);
   thread_local md::Scratch xs, fs;

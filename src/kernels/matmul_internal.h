@@ -16,8 +16,9 @@ void matmul_simd(const MatrixView& w, const float* x, size_t ldx, size_t n, floa
 const char* matmul_target_name();
 
 // Token count from which matmul() uses the tile-converting prefill GEMM for BF16, F32 and FP4
-// (FP8 keeps its GEMV with the scale on x where valid). Below it the register-decoding GEMV with
-// token blocks is faster (n = 16 on Zen 5: 220-270 vs 175-240 GFLOP/s); at n = 512 the GEMM is.
+// (for FP8 it times that against its GEMV with the scale on x: kernels/path_tuner.h). Below it the
+// register-decoding GEMV with token blocks is faster (n = 16 on Zen 5: 220-270 vs 175-240 GFLOP/s);
+// at n = 512 the GEMM is.
 constexpr size_t kMatmulGemmMinTokens = 64;
 
 }  // namespace dsv4
