@@ -150,17 +150,15 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
   // FP8 prompts: GEMV with the scale on x (path 0) or tile GEMM (path 1), whichever this machine
-  // ran faster for this shape (kernels/path_tuner.h). The first calls of a shape time both.
+  // ran faster for this shape (kernels/path_tuner.h). Every call is timed (~50 ns).
   if (w.format == WeightFormat::kFp8Block128 && n >= kMatmulGemmMinTokens) {
     static PathTuner tuner;
     const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^ w.cols;
-    const PathTuner::Choice c = tuner.choose(key);
+    const int path = tuner.choose(key);
     const auto t0 = std::chrono::steady_clock::now();
-    matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/c.path == 1);
-    if (c.timed) {
-      const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
-      tuner.report(key, c.path, dt.count() / static_cast<double>(n));
-    }
+    matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/path == 1);
+    const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
+    tuner.report(key, path, dt.count() / static_cast<double>(n));
     return;
   }
   matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/false);

@@ -1,10 +1,11 @@
 // Picks the faster of two bit-identical kernel paths per weight shape by timing real calls.
-// Which one wins depends on the CPU, not on the shape alone: for FP8 at n ≥ 64 tokens the GEMV
-// with the scale on x (weights decoded in registers for every token block) beat the tile GEMM on
-// most V4 shapes on Zen 5, whose integer vector pipes decode beside the FMAs, while on a Xeon,
-// where decode and FMA share two ports, the tile GEMM was 1.3-1.7× faster on every shape
-// (/tmp harness, n = 64-512, 2 threads). Both paths give the same bits, so the choice changes
-// speed only, never results.
+// Which one wins depends on the CPU as much as on the shape. For FP8 at n ≥ 64 tokens, the tile
+// GEMM against the GEMV with the scale on x (weights decoded in registers for every token block):
+// on Zen 5, whose integer vector pipes decode beside the FMAs, the GEMM won some V4 shapes
+// (≥ 2048 rows, K ≤ 4096) and lost others by up to 25 % (wo_b with K = 8192, 1024 and 512 rows);
+// on a Xeon, where decode and FMA share two ports, it was 1.3-1.7× faster on every shape
+// (a throwaway harness alternating both in one process, n = 64-512, 2 threads). Both paths give
+// the same bits, so the choice changes speed only, never results.
 #pragma once
 
 #include <cstddef>
@@ -17,23 +18,23 @@ namespace dsv4 {
 
 class PathTuner {
  public:
-  // Timed calls of each path before the faster one is kept (its best time per unit of work).
+  // Timed calls of each path before the faster one (by its best time per unit of work) is kept.
   static constexpr int kTrials = 2;
 
-  struct Choice {
-    int path;    // 0 or 1
-    bool timed;  // still a trial: report() the call's cost
-  };
-
-  // The path for the next call with this key: trials alternate, path 0 first; then the faster.
-  Choice choose(uint64_t key) {
+  // The path (0 or 1) for the next call with this key: trials alternate, path 0 first; then the
+  // faster, except that the slower is tried again at the 4th, 8th, 16th … call after the trials,
+  // so that a trial slowed by a cold start (weights faulted in, disk reads) is outlived at a cost
+  // that shrinks to nothing. Report every call's cost.
+  int choose(uint64_t key) {
     std::lock_guard<std::mutex> lock(mu_);
-    const Entry& e = table_[key];
-    if (e.runs[0] < kTrials || e.runs[1] < kTrials) return {e.runs[1] < e.runs[0] ? 1 : 0, true};
-    return {e.best[1] < e.best[0] ? 1 : 0, false};
+    Entry& e = table_[key];
+    if (e.runs[0] < kTrials || e.runs[1] < kTrials) return e.runs[1] < e.runs[0] ? 1 : 0;
+    const uint64_t c = ++e.calls;
+    const int faster = e.best[1] < e.best[0] ? 1 : 0;
+    return c >= 4 && (c & (c - 1)) == 0 ? 1 - faster : faster;
   }
 
-  // Reports how long a timed call of `path` took per unit of work (e.g. seconds per token).
+  // Reports how long a call of `path` took per unit of work (e.g. seconds per token).
   void report(uint64_t key, int path, double cost) {
     std::lock_guard<std::mutex> lock(mu_);
     Entry& e = table_[key];
@@ -45,6 +46,7 @@ class PathTuner {
   struct Entry {
     double best[2] = {0.0, 0.0};
     int runs[2] = {0, 0};
+    uint64_t calls = 0;  // after the trials
   };
   std::mutex mu_;
   std::map<uint64_t, Entry> table_;
