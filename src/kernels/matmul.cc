@@ -150,7 +150,7 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
   // FP8 prompts: GEMV with the scale on x (path 0) or tile GEMM (path 1), whichever this machine
-  // ran faster for this shape (kernels/path_tuner.h). Every call is timed (~50 ns).
+  // ran faster for this shape (kernels/path_tuner.h). Every call is timed: two clock reads.
   if (w.format == WeightFormat::kFp8Block128 && n >= kMatmulGemmMinTokens) {
     static PathTuner tuner;
     const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^ w.cols;
