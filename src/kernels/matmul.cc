@@ -149,14 +149,25 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
-  // FP8 prompts: GEMV with the scale on x (path 0) or tile GEMM (path 1), whichever this machine
-  // ran faster for this shape (kernels/path_tuner.h). Every call is timed: two clock reads.
-  if (w.format == WeightFormat::kFp8Block128 && n >= kMatmulGemmMinTokens) {
-    static PathTuner tuner;
-    const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^ w.cols;
+  // Two choices between bit-identical paths, each made per shape by timing real calls on this
+  // machine (kernels/path_tuner.h; every tuned call costs two clock reads):
+  // - FP8 prompts: the GEMV with the scale on x (path 0) or the tile GEMM (path 1);
+  // - a single token (decode): 8 rows per register block (path 0) or 4 (path 1). 8 was chosen on
+  //   Zen 5; on a Xeon, 4 measured faster for most shapes (bench/matmul_bench, 2 threads, FP4
+  //   expert 19.5-19.9 → 20.0-21.6 GB/s, FP8 4096×4096 19.6-21.6 → 22.2-22.5) but not all (the
+  //   tuner keeps 8 for wq_b, wo_b and the FP4 down projection there).
+  // Matrices under 2^20 weights are not worth the bookkeeping and keep path 0.
+  const bool fp8_prompt = w.format == WeightFormat::kFp8Block128 && n >= kMatmulGemmMinTokens;
+  const bool decode = n == 1 && w.rows * w.cols >= (size_t{1} << 20);
+  if (fp8_prompt || decode) {
+    static PathTuner prompt_tuner, decode_tuner;
+    PathTuner& tuner = fp8_prompt ? prompt_tuner : decode_tuner;
+    const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^
+                         (static_cast<uint64_t>(w.cols) << 3) ^ static_cast<uint64_t>(w.format);
     const int path = tuner.choose(key);
     const auto t0 = std::chrono::steady_clock::now();
-    matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/path == 1);
+    matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/fp8_prompt && path == 1,
+                /*narrow_gemv=*/decode && path == 1);
     const std::chrono::duration<double> dt = std::chrono::steady_clock::now() - t0;
     tuner.report(key, path, dt.count() / static_cast<double>(n));
     return;

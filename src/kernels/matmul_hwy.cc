@@ -400,16 +400,18 @@ HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const f
   if constexpr (T > 1) GemvDispatch<F, R, T - 1>(nt, f, K, r0, xp, Kp, y, ldy);
 }
 
+// narrow: a single token runs 4 rows per register block instead of 8 (matmul() times both per
+// shape: kernels/path_tuner.h); the rows' sums are the same either way.
 template <class F>
 void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
-              float* y, size_t ldy) {
+              float* y, size_t ldy, bool narrow) {
   const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
   for (size_t tb = 0; tb < n; tb += tblk) {
     const size_t nb = std::min(tblk, n - tb);
     const float* xb = xp + tb * Kp;
     float* yb = y + tb * ldy;
     size_t r = b;
-    if (nb == 1)  // more rows in flight: one token leaves registers for 8 accumulators
+    if (nb == 1 && !narrow)  // more rows in flight: one token leaves registers for 8 accumulators
       for (; r + 2 * kR <= e; r += 2 * kR) GemvBlock<F, 2 * kR, 1>(f, K, r, xb, Kp, yb, ldy);
     for (; r + kR <= e; r += kR)
       for (size_t t0 = 0; t0 < nb; t0 += kTMax)
@@ -832,7 +834,7 @@ size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, size_
 // Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale. x is read in
 // place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp.
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e, const float* x,
-                  size_t ldx, size_t Kp, size_t n, float* y, size_t ldy) {
+                  size_t ldx, size_t Kp, size_t n, float* y, size_t ldy, bool narrow) {
   const DF df;
   const size_t K = f.K;
   const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
@@ -859,7 +861,8 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
       }
       float* yb = y + tb * ldy;
       size_t r = seg;
-      if (nb == 1) r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, Kp, 1, yb, ldy, tb == 0, seg_nan);
+      if (nb == 1 && !narrow)
+        r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, Kp, 1, yb, ldy, tb == 0, seg_nan);
       r = GemvFp8XRows<kR>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
       GemvFp8XRows<1>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
     }
@@ -918,7 +921,7 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n
 
 template <class F>
 void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t ldp, size_t n,
-         float* y, size_t ldy, ThreadPool* pool, bool gemm) {
+         float* y, size_t ldy, ThreadPool* pool, bool gemm, bool narrow) {
   const size_t macs = rows * K * n;
   if (gemm) {
 #if DSV4_GEMM_T
@@ -936,12 +939,12 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
 #endif
   } else {
     md::ParallelRows(pool, rows, 16, macs,
-                     [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy); });
+                     [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy, narrow); });
   }
 }
 
 void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
-                ThreadPool* pool, bool force_gemm) {
+                ThreadPool* pool, bool force_gemm, bool narrow) {
   const size_t rows = w.rows, K = w.cols;
   if (n == 0 || rows == 0) return;
   if (K == 0) {
@@ -979,7 +982,7 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
     const float* fac = fp8_factors(false);                      // = the x' factors
     const Fp8XCtx f{data, K};
     md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {
-      GemvRowsFp8X(f, fac, ncb, b, e, x, ldx, Kp, n, y, ldy);
+      GemvRowsFp8X(f, fac, ncb, b, e, x, ldx, Kp, n, y, ldy, narrow);
     });
     return;
   }
@@ -994,7 +997,16 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       std::memcpy(dst, src, K * sizeof(float));
       std::fill(dst + K, dst + Kp, 0.0f);
     } else {
-      for (size_t c0 = 0; c0 < Kp; c0 += C) {
+      size_t c0 = 0;
+#if HWY_TARGET != HWY_SCALAR
+      const DF df;
+      for (; c0 + C <= K; c0 += C) {  // full chunks: one de-interleave per pair of vectors
+        const VF lo = hn::LoadU(df, src + c0), hi = hn::LoadU(df, src + c0 + kN);
+        hn::Store(hn::ConcatEven(df, hi, lo), df, dst + c0);
+        hn::Store(hn::ConcatOdd(df, hi, lo), df, dst + c0 + kN);
+      }
+#endif
+      for (; c0 < Kp; c0 += C) {
         for (size_t j = 0; j < kN; ++j) {
           const size_t ie = c0 + 2 * j, io = ie + 1;
           dst[c0 + j] = ie < K ? src[ie] : 0.0f;
@@ -1005,10 +1017,10 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   }
   switch (w.format) {
     case WeightFormat::kF32:
-      Run(F32Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
+      Run(F32Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm, narrow);
       break;
     case WeightFormat::kBF16:
-      Run(BF16Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm);
+      Run(BF16Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm, narrow);
       break;
     case WeightFormat::kFp8Block128: {
       bool two_mul = false;
@@ -1020,14 +1032,16 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       // x was packed for the GEMV (ldp == Kp) unless the GEMM was forced.
       const bool fp8_gemm = gemm || n >= kMatmulGemmMinTokens;
       if (two_mul)
-        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm);
+        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm,
+            narrow);
       else
-        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm);
+        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm,
+            narrow);
       break;
     }
     case WeightFormat::kFp4Block32:
       Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xp, Kp, ldp,
-          n, y, ldy, pool, gemm);
+          n, y, ldy, pool, gemm, narrow);
       break;
   }
 }
@@ -1045,8 +1059,8 @@ HWY_EXPORT(MatmulImpl);
 HWY_EXPORT(TargetImpl);
 
 void matmul_simd(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
-                 ThreadPool* pool, bool force_gemm) {
-  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, ldx, n, y, ldy, pool, force_gemm);
+                 ThreadPool* pool, bool force_gemm, bool narrow_gemv) {
+  HWY_DYNAMIC_DISPATCH(MatmulImpl)(w, x, ldx, n, y, ldy, pool, force_gemm, narrow_gemv);
 }
 
 const char* matmul_target_name() { return hwy::TargetName(HWY_DYNAMIC_DISPATCH(TargetImpl)()); }

@@ -8,9 +8,11 @@
 namespace dsv4 {
 
 // The Highway-dispatched implementation behind matmul(). `force_gemm` selects the blocked
-// prefill path even for small n (tests use it to check that both paths agree bit for bit).
+// prefill path even for small n (tests use it to check that both paths agree bit for bit);
+// `narrow_gemv` makes the single-token GEMV decode 4 rows per register block instead of 8. Every
+// choice gives the same bits.
 void matmul_simd(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
-                 ThreadPool* pool, bool force_gemm);
+                 ThreadPool* pool, bool force_gemm, bool narrow_gemv = false);
 
 // Name of the SIMD target matmul() dispatches to on this machine right now (e.g. "AVX3").
 const char* matmul_target_name();

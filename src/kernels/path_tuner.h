@@ -5,7 +5,8 @@
 // (≥ 2048 rows, K ≤ 4096) and lost others by up to 25 % (wo_b with K = 8192, 1024 and 512 rows);
 // on a Xeon, where decode and FMA share two ports, it was 1.3-1.7× faster on every shape
 // (a throwaway harness alternating both in one process, n = 64-512, 2 threads). Both paths give
-// the same bits, so the choice changes speed only, never results.
+// the same bits, so the choice changes speed only, never results. matmul() also uses it to pick
+// how many rows the single-token GEMV interleaves (kernels/matmul.cc).
 #pragma once
 
 #include <cstddef>

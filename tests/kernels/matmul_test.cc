@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -257,7 +258,8 @@ TEST(Matmul, RowSlicesInsideTheMatrix) {
     for (size_t o = 0; o < 172; ++o) ASSERT_EQ(ys[t * 172 + o], yall[t * 300 + 128 + o]);
 }
 
-// Each output row is bit-identical whatever the thread count, the token count n and the path.
+// Each output row is bit-identical whatever the thread count, the token count n and the path
+// (GEMM, GEMV, and the single-token GEMV's narrow register blocks).
 TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
   ThreadPool p1(1), p2(2), p3(3);
   // FP4 at a width with a zero-padded last chunk and at one of whole 32-element chunks.
@@ -286,6 +288,13 @@ TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
         matmul_simd(m.view, x.data() + t0 * cols, cols, nn, y.data(), rows, &p2, false);
         ASSERT_EQ(0, std::memcmp(y.data(), base.data() + t0 * rows, y.size() * 4))
             << weight_format_name(f) << " n=" << nn << " t0=" << t0;
+        if (nn == 1) {  // the single-token GEMV with 4 rows per register block instead of 8
+          std::fill(y.begin(), y.end(), 0.0f);
+          matmul_simd(m.view, x.data() + t0 * cols, cols, 1, y.data(), rows, &p2, false,
+                      /*narrow_gemv=*/true);
+          ASSERT_EQ(0, std::memcmp(y.data(), base.data() + t0 * rows, y.size() * 4))
+              << weight_format_name(f) << " narrow, t0=" << t0;
+        }
       }
     }
   }
