@@ -150,12 +150,13 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
   // Two choices between bit-identical paths, each made per shape by timing real calls on this
-  // machine (kernels/path_tuner.h; every tuned call costs two clock reads):
+  // machine (kernels/path_tuner.h; every tuned call costs two clock reads and two lookups in
+  // the tuner's locked table):
   // - FP8 prompts: the GEMV with the scale on x (path 0) or the tile GEMM (path 1);
   // - a single token (decode): 8 rows per register block (path 0) or 4 (path 1). 8 was chosen on
   //   Zen 5; on a Xeon, 4 measured faster for most shapes (bench/matmul_bench, 2 threads, FP4
-  //   expert 19.5-19.9 → 20.0-21.6 GB/s, FP8 4096×4096 19.6-21.6 → 22.2-22.5) but not all (the
-  //   tuner keeps 8 for wq_b, wo_b and the FP4 down projection there).
+  //   expert 19.5-19.9 → 20.0-21.6 GB/s, FP8 4096×4096 19.6-21.6 → 22.2-22.5) but not all (in a
+  //   flash-4l decode there it kept 8 for wq_b, wo_b and the FP4 down projection).
   // Matrices under 2^20 weights are not worth the bookkeeping and keep path 0.
   const bool fp8_prompt = w.format == WeightFormat::kFp8Block128 && n >= kMatmulGemmMinTokens;
   const bool decode = n == 1 && w.rows * w.cols >= (size_t{1} << 20);

@@ -43,31 +43,57 @@ TEST(PathTuner, TimesBothPathsThenKeepsTheFasterAndRetriesTheOtherRarely) {
   EXPECT_EQ(t.choose(8), 0);  // untried key: trials start with path 0
 }
 
-TEST(PathTuner, Fp8PrefillGivesTheSameBitsOnEveryCall) {
-  const size_t rows = 200, cols = 300, n = kMatmulGemmMinTokens + 5;
-  std::mt19937 rng(3);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  std::vector<uint8_t> data(rows * cols), scales(2 * 3);
-  for (auto& b : data) b = e4m3_encode(nd(rng) * 64.0f);  // subnormal codes included
-  for (auto& e : scales) e = static_cast<uint8_t>(118 + rng() % 6);
+// A random FP8 matrix (subnormal codes included) and n tokens of x.
+struct Fp8Case {
+  std::vector<uint8_t> data, scales;
+  std::vector<float> x;
   MatrixView w;
-  w.format = WeightFormat::kFp8Block128;
-  w.rows = rows;
-  w.cols = cols;
-  w.data = data.data();
-  w.scales = scales.data();
-  w.scale_stride = 3;
-  std::vector<float> x(n * cols);
-  for (auto& v : x) v = nd(rng);
+};
+
+Fp8Case make_fp8_case(size_t rows, size_t cols, size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  Fp8Case c;
+  const size_t rb = (rows + 127) / 128, cb = (cols + 127) / 128;
+  c.data.resize(rows * cols);
+  c.scales.resize(rb * cb);
+  for (auto& b : c.data) b = e4m3_encode(nd(rng) * 64.0f);
+  for (auto& e : c.scales) e = static_cast<uint8_t>(118 + rng() % 6);
+  c.w.format = WeightFormat::kFp8Block128;
+  c.w.rows = rows;
+  c.w.cols = cols;
+  c.w.data = c.data.data();
+  c.w.scales = c.scales.data();
+  c.w.scale_stride = cb;
+  c.x.resize(n * cols);
+  for (auto& v : c.x) v = nd(rng);
+  return c;
+}
+
+// matmul() over enough calls to run both of the tuner's paths (trials, then the faster and a
+// retry of the other) gives the bits of the untuned path on every call.
+void expect_same_bits_on_every_call(const Fp8Case& c, size_t n, bool want_gemm) {
   ThreadPool pool(2);
+  const size_t rows = c.w.rows, cols = c.w.cols;
   std::vector<float> want(n * rows), got(n * rows);
-  matmul_simd(w, x.data(), cols, n, want.data(), rows, &pool, /*force_gemm=*/true);
-  for (int call = 0; call < 2 * PathTuner::kTrials + 2; ++call) {
+  matmul_simd(c.w, c.x.data(), cols, n, want.data(), rows, &pool, want_gemm);
+  for (int call = 0; call < 2 * PathTuner::kTrials + 4; ++call) {
     std::fill(got.begin(), got.end(), -1.0f);
-    matmul(w, x.data(), cols, n, got.data(), rows, &pool);
+    matmul(c.w, c.x.data(), cols, n, got.data(), rows, &pool);
     ASSERT_EQ(0, std::memcmp(want.data(), got.data(), got.size() * sizeof(float)))
         << "call " << call;
   }
+}
+
+TEST(PathTuner, Fp8PrefillGivesTheSameBitsOnEveryCall) {
+  const size_t n = kMatmulGemmMinTokens + 5;
+  expect_same_bits_on_every_call(make_fp8_case(200, 300, n, 3), n, /*want_gemm=*/true);
+}
+
+// Single tokens of a matrix big enough to be tuned (≥ 2^20 weights; 1030 rows leave tails for
+// both the 8-row and the 4-row register blocks).
+TEST(PathTuner, DecodeGivesTheSameBitsOnEveryCall) {
+  expect_same_bits_on_every_call(make_fp8_case(1030, 1024, 1, 5), 1, /*want_gemm=*/false);
 }
 
 }  // namespace
