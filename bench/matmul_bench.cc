@@ -1,6 +1,6 @@
 // Microbenchmarks of matmul() at DeepSeek-V4-Flash shapes, per weight format, n ∈
 // {1,4,16,32,96,192,512} (96 ≈ tokens per routed expert in a 512-token prefill), 1 and 2 threads;
-// wq_b (K = 1024) is the widest FP8 projection and has short rows.
+// wq_b (K = 1024) is the widest FP8 projection and has short rows, wo_b (K = 8192) the longest.
 // Counters: "GB/s" = weight bytes streamed per second (the decode roofline quantity; several copies
 // of the matrix are cycled so they come from DRAM, not cache) and "GFLOP/s" = 2·rows·cols·n per
 // second. Run: ./matmul_bench [--benchmark_filter=...] Also registers the membench roofline numbers
@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/fp8_code_map.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "kernels/membench.h"
@@ -40,6 +41,7 @@ struct Case {
 const Case kCases[] = {
     {"fp8_4096x4096", WeightFormat::kFp8Block128, 4096, 4096},
     {"fp8_wq_b_32768x1024", WeightFormat::kFp8Block128, 32768, 1024},
+    {"fp8_wo_b_4096x8192", WeightFormat::kFp8Block128, 4096, 8192},
     {"fp4_expert_2048x4096", WeightFormat::kFp4Block32, 2048, 4096},
     {"fp4_expert_4096x2048", WeightFormat::kFp4Block32, 4096, 2048},
     {"bf16_head_16384x4096", WeightFormat::kBF16, 16384, 4096},
@@ -67,6 +69,7 @@ struct Weights {
   // 2 MiB pages, as the checkpoint mappings (util/huge_pages.h).
   std::vector<std::unique_ptr<dsv4::MappedBuffer>> data;
   std::vector<std::unique_ptr<uint8_t[]>> scales;
+  std::vector<std::unique_ptr<dsv4::Fp8CodeMap>> maps;
   std::vector<MatrixView> views;
 };
 
@@ -101,10 +104,17 @@ Weights make_weights(const Case& c, size_t copies) {
     uint8_t* d = buf->as<uint8_t>();
     for (size_t i = 0; i < nbytes; i += 8) {
       uint64_t r = next(s);
-      // FP8: no NaN codes (0x7f/0xff), 1/8 of them subnormal. F32/BF16: normal values with
-      // |w| in [2^-7, 2): random exponents would make some subnormal, and a multiply with a
-      // subnormal operand costs Intel cores a ~100-cycle assist, which real weights never see.
-      if (c.fmt == WeightFormat::kFp8Block128) r &= 0xbebebebebebebebeull;
+      // FP8: normal codes (exponents 1, 3, 5, 7; no NaN), and in one word of 800 a first code
+      // with exponent 0 (subnormal or zero): ~1.6·10^-4 of codes, about a real checkpoint's
+      // share (a bell-shaped 128×128 block scaled to e4m3's 448 has ~1.3·10^-4 of its values
+      // below the smallest normal, 2^-6), so that as many groups take the slow decode as in a
+      // model (kernels/fp8_code_map.h). F32/BF16: normal values with |w| in [2^-7, 2): random
+      // exponents would make some subnormal, and a multiply with a subnormal operand costs
+      // Intel cores a ~100-cycle assist, which real weights never see.
+      if (c.fmt == WeightFormat::kFp8Block128) {
+        r = (r & 0xbebebebebebebebeull) | 0x0808080808080808ull;
+        if (next(s) % 800 == 0) r &= ~uint64_t{0x78};
+      }
       if (c.fmt == WeightFormat::kF32)
         r = (r & 0x83ff'ffff'83ff'ffffull) | 0x3c00'0000'3c00'0000ull;
       if (c.fmt == WeightFormat::kBF16)
@@ -115,6 +125,11 @@ Weights make_weights(const Case& c, size_t copies) {
     for (size_t i = 0; i < nscales; ++i) sc[i] = static_cast<uint8_t>(120 + next(s) % 8);
     v.data = d;
     v.scales = nscales ? sc.get() : nullptr;
+    if (c.fmt == WeightFormat::kFp8Block128) {  // as the model's views; built before timing
+      w.maps.push_back(std::make_unique<dsv4::Fp8CodeMap>(d, c.rows, c.cols));
+      w.maps.back()->bits(nullptr);
+      v.fp8_map = w.maps.back().get();
+    }
     w.views.push_back(v);
     w.data.push_back(std::move(buf));
     w.scales.push_back(std::move(sc));

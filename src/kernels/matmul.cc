@@ -42,6 +42,7 @@ MatrixView MatrixView::row_slice(size_t r0, size_t n) const {
       if (r0 % 128) throw std::invalid_argument("FP8 row slice must start on a 128-row block");
       v.data = base + r0 * cols;
       v.scales = scales + (r0 / 128) * scale_stride;
+      v.fp8_map_row0 = fp8_map_row0 + r0;
       break;
     case WeightFormat::kFp4Block32:
       v.data = base + r0 * cols / 2;

@@ -10,6 +10,7 @@
 namespace dsv4 {
 
 class ThreadPool;
+class Fp8CodeMap;
 
 enum class WeightFormat {
   kF32,
@@ -26,6 +27,10 @@ struct MatrixView {
   const void* data = nullptr;       // first element of row 0 of this view
   const uint8_t* scales = nullptr;  // scale row of this view's row 0 (FP8: its 128-row block)
   size_t scale_stride = 0;          // bytes between consecutive scale rows
+  // FP8, optional: the whole matrix's Fp8CodeMap and this view's row 0 in it. With a map the
+  // FP8 GEMV decodes most codes the faster way (kernels/fp8_code_map.h), with the same results.
+  const Fp8CodeMap* fp8_map = nullptr;
+  size_t fp8_map_row0 = 0;
 
   bool empty() const { return data == nullptr; }
   // Rows [r0, r0+n). For FP8, r0 must be a multiple of 128 (scale blocks are not split).

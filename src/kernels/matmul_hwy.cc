@@ -14,8 +14,10 @@
 // chains. All paths perform exactly the same operations per output, so the result of a row does not
 // depend on n, on the path, or on how rows are split between threads (only on the SIMD target).
 //
-// Weights are exact: FP8 e4m3 is decoded by placing its bits in an fp32 (value·2⁻¹²⁰, exact for
-// normals and subnormals) and multiplying by 2¹²⁰·scale (a power of two); NaN codes give NaN.
+// Weights are exact: FP8 e4m3 is decoded through f16 to value·2^-8 (DecodeE4m3) or, in the
+// single-token and small-batch GEMV for 32-byte groups its Fp8CodeMap clears, by placing its bits
+// in an fp32 (value·2^-120, PlaceE4m3); the power-of-two factors go to the scale or to x, so every
+// product is the same. NaN codes give NaN.
 // FP4 e2m1 is looked up in a 16-entry table pre-multiplied by the block's power-of-two scale.
 // FP4 chunks are 2N elements: the N low nibbles (even elements) form one vector and the N high
 // nibbles (odd elements) the next, and x is packed even/odd to match.
@@ -34,6 +36,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 // clang-format on
+#include "kernels/fp8_code_map.h"
 #include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
 #include "util/thread_pool.h"
@@ -88,6 +91,13 @@ constexpr size_t kTileBytes = 512 * 1024;
 constexpr size_t kPrefetchBytes = 1024;
 // GEMV rows up to this long are prefetched a block of rows at a time (RangePrefetch).
 constexpr size_t kShortRowBytes = 4096;
+// The same for the FP8 GEMV with the scale on x. With most codes decoded by PlaceE4m3, rows of
+// 4 KiB measured faster prefetched row by row, 512 bytes ahead (a prototype decoding every code
+// that way, bench/matmul_bench on a Xeon, fp8_4096x4096 n = 1: 2 threads 21.8-22.5 → 24.7-25.7
+// GB/s, 1 thread 11.6 → 12.8; 256, 384, 640, 1024, 2048 and 4096 bytes ahead were slower); the
+// f16 decode alone measured the same either way. K = 1024 rows (wq_b) keep RangePrefetch.
+constexpr size_t kFp8ShortRowBytes = 1024;
+constexpr size_t kFp8PrefetchBytes = 512;
 // Per row of a K block. Measured on Zen 5 (bench/matmul_bench, n = 512): K blocks of 16 KiB
 // (whole rows at V4 widths) beat 1-4 KiB ones by ~8%: the accumulator spills and restarts of
 // short blocks cost more than the L1 reuse of the x panel gains.
@@ -214,7 +224,9 @@ struct BF16Fmt {
 // 1.8 GFLOP/s. A real checkpoint has ~1.5·10^-4 subnormal codes (synth flash-4l wq_a: one
 // vector in 500). AMD cores take no assist; there the fp32 placement measured 37.7 against
 // 26-29 GB/s per core in L2. Skipping the widening for chunk pairs without exponent-0 codes
-// (checked with the NaN scan) measured no faster on the Xeon: the check costs what it saves.
+// (checked with the NaN scan) measured no faster on the Xeon: the check costs what it saves; a
+// map computed once per matrix (kernels/fp8_code_map.h) costs a bit test per chunk instead, and
+// the FP8 GEMV uses it.
 // The f16 bits of value·2^-8 for the lanes.size(d16) codes at p.
 template <class D16>
 HWY_INLINE hn::Vec<D16> E4m3F16Bits(D16 d16, const uint8_t* p) {
@@ -722,16 +734,39 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
 struct Fp8XCtx {
   const uint8_t* data;
   size_t K;
+  // The view's Fp8CodeMap bits from its row 0 (map_wpr words per row), or null: no fast decode.
+  const uint64_t* map = nullptr;
+  size_t map_wpr = 0;
 };
+
+// N e4m3 codes → fp32 of value·2^-120 by placing their bits (sign, exponent and mantissa moved
+// to the top of an fp32 with a zero exponent bias): exact for every code, but subnormal codes
+// give fp32 subnormals and NaN codes finite values, so only for groups without either
+// (kernels/fp8_code_map.h). bench/matmul_bench on a Xeon, codes as a checkpoint's, same build
+// without and with the map: in-L2 FP8 GEMV 14.4-14.5 → 19.2-19.4 GB/s per core; from DRAM
+// (fp8_4096x4096 and wo_b, n = 1) +5-7 % with 1 and 2 threads (2 threads: 22.1-24.9 → 24.1-26.0),
+// where streaming rather than decoding sets the pace; n = 32, 2 threads: 143-155 → 176-180
+// GFLOP/s.
+HWY_INLINE VF PlaceE4m3(const uint8_t* p) {
+  const DI di;
+  const hn::Rebind<int8_t, DI> d8;
+  const auto c = hn::PromoteTo(di, hn::LoadU(d8, reinterpret_cast<const int8_t*>(p)));
+  return hn::BitCast(DF(), hn::And(hn::ShiftLeft<20>(c), hn::Set(di, int32_t{-0x78000001})));
+}
 
 // kNan: track NaN codes and record in row_nan[r] which of the R rows has one (their outputs are
 // NaN). Otherwise row_nan[] comes from an earlier pass over the same rows and is applied.
-template <size_t R, size_t T, bool kNan>
-HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp, float* y,
-                                size_t ldy, bool* row_nan) {
+// kMap: f.map is set and xs2 holds x'·2^112 (for PlaceE4m3's value·2^-120, the same products):
+// chunks whose group no row of the block flags decode the fast way, the others through f16, and
+// only those can hold NaN codes, so only they go through the NaN check.
+template <size_t R, size_t T, bool kNan, bool kMap>
+HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, const float* xs2,
+                                size_t Kp, float* y, size_t ldy, bool* row_nan) {
   const DF df;
   const hn::Repartition<uint8_t, DF> du8;  // 4N bytes: two chunks, for the NaN check
   constexpr size_t kC = 2 * kN;
+  static_assert(Fp8CodeMap::kGroupBytes % kC == 0, "a chunk lies in one map group");
+  constexpr size_t kChunksPerGroup = Fp8CodeMap::kGroupBytes / kC;
   const size_t K = f.K;
   VF acc[R][T];
   for (size_t r = 0; r < R; ++r)
@@ -740,9 +775,10 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
   const uint8_t* base[R];
   for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
   const size_t nfull = K / kC;
-  const bool short_rows = K <= md::kShortRowBytes;
+  const bool short_rows = K <= md::kFp8ShortRowBytes;
   const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
-  // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check.
+  // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check;
+  // kFast: decoded by PlaceE4m3 and multiplied with xs2.
   // With several tokens the chunk's two vectors are decoded one after the other, so that the R·T
   // accumulators and the R weights fit the registers (decoding both at once spilled at R = 4,
   // T = 6); a single token keeps both in flight. Measured by a throwaway program (not in the
@@ -751,22 +787,26 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
   // unchanged or slower with one at a time. bench/matmul_bench: fp8_4096x4096 n = 512, 2 threads,
   // with the x-in-place change: 256-271 → 283-284.
   constexpr size_t kV = T > 1 ? 1 : 2;
-  auto chunk = [&](size_t c, const uint8_t* const* ptr, size_t check) HWY_ATTR {
-    if (kNan && check)
+  auto chunk = [&](size_t c, const uint8_t* const* ptr, size_t check, auto fast) HWY_ATTR {
+    constexpr bool kFast = decltype(fast)::value;
+    if (kNan && !kFast && check)
       for (size_t r = 0; r < R; ++r) {
         const auto b = check == 2 * kC ? hn::LoadU(du8, ptr[r])
                                        : hn::ZeroExtendVector(
                                              du8, hn::LoadU(hn::Half<decltype(du8)>(), ptr[r]));
         nanmax = hn::Max(nanmax, hn::Add(b, b));  // |code|·2 as a byte: NaN ⇔ 0xFE
       }
-    const float* xc = xs + c * kC;
+    const float* xc = (kFast ? xs2 : xs) + c * kC;
     for (size_t v0 = 0; v0 < 2; v0 += kV) {
       VF w[R][kV];
       for (size_t r = 0; r < R; ++r) {
-        if constexpr (kV == 2)
+        if constexpr (kFast) {
+          for (size_t v = 0; v < kV; ++v) w[r][v] = PlaceE4m3(ptr[r] + (v0 + v) * kN);
+        } else if constexpr (kV == 2) {
           DecodeE4m3Pair(ptr[r], w[r]);
-        else
+        } else {
           w[r][0] = DecodeE4m3(ptr[r] + v0 * kN);
+        }
       }
       for (size_t v = 0; v < kV; ++v)
         for (size_t t = 0; t < T; ++t) {
@@ -775,14 +815,28 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
         }
     }
   };
+  uint64_t flagged = 0;  // the map's bits of the R rows for groups [64·(g/64), 64·(g/64) + 64)
   for (size_t c = 0; c < nfull; ++c) {
     const uint8_t* ptr[R];
     next.step(c);
     for (size_t r = 0; r < R; ++r) {
       ptr[r] = base[r] + c * kC;
-      if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kPrefetchBytes);
+      if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(ptr[r] + md::kFp8PrefetchBytes);
     }
-    chunk(c, ptr, c % 2 ? 0 : std::min<size_t>(2, nfull - c) * kC);
+    if constexpr (kMap) {
+      const size_t g = c / kChunksPerGroup;
+      if (c % (64 * kChunksPerGroup) == 0) {
+        flagged = 0;
+        for (size_t r = 0; r < R; ++r) flagged |= f.map[(r0 + r) * f.map_wpr + g / 64];
+      }
+      if (HWY_LIKELY(!((flagged >> (g % 64)) & 1))) {
+        chunk(c, ptr, 0, std::true_type());
+        continue;
+      }
+      chunk(c, ptr, kC, std::false_type());
+    } else {
+      chunk(c, ptr, c % 2 ? 0 : std::min<size_t>(2, nfull - c) * kC, std::false_type());
+    }
   }
   if (nfull * kC < K) {  // partial last chunk through a zero-padded copy
     alignas(64) uint8_t tailbuf[R][kC] = {};
@@ -791,7 +845,7 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
       std::memcpy(tailbuf[r], base[r] + nfull * kC, K - nfull * kC);
       ptr[r] = tailbuf[r];
     }
-    chunk(nfull, ptr, kC);
+    chunk(nfull, ptr, kC, std::false_type());
   }
   if (kNan) {
     const bool any_nan = !hn::AllFalse(du8, hn::Eq(nanmax, hn::Set(du8, uint8_t{0xFE})));
@@ -807,39 +861,53 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, si
                                        : hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
 }
 
-template <size_t R, bool kNan, size_t T = kTMax>
-HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs, size_t Kp,
-                                 float* y, size_t ldy, bool* row_nan) {
-  if (nt == T) return GemvBlockFp8X<R, T, kNan>(f, r0, xs, Kp, y, ldy, row_nan);
-  if constexpr (T > 1) GemvFp8XDispatch<R, kNan, T - 1>(nt, f, r0, xs, Kp, y, ldy, row_nan);
+template <size_t R, bool kNan, bool kMap, size_t T = kTMax>
+HWY_INLINE void GemvFp8XDispatch(size_t nt, const Fp8XCtx& f, size_t r0, const float* xs,
+                                 const float* xs2, size_t Kp, float* y, size_t ldy, bool* row_nan) {
+  if (nt == T) return GemvBlockFp8X<R, T, kNan, kMap>(f, r0, xs, xs2, Kp, y, ldy, row_nan);
+  if constexpr (T > 1)
+    GemvFp8XDispatch<R, kNan, kMap, T - 1>(nt, f, r0, xs, xs2, Kp, y, ldy, row_nan);
 }
 
 // Rows [r, e) from r in groups of R, for tokens [0, nt) of a block. Only the first token group of
 // the first token block (first) checks the weights for NaN codes; later ones reuse its findings.
+// xs2: x'·2^112 for the codes the map lets PlaceE4m3 decode, or null (no map, or out of range).
 template <size_t R>
-size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, size_t Kp, size_t nt,
-                    float* y, size_t ldy, bool first, bool* seg_nan) {
+size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, const float* xs2,
+                    size_t Kp, size_t nt, float* y, size_t ldy, bool first, bool* seg_nan) {
   for (; r + R <= e; r += R)
     for (size_t t0 = 0; t0 < nt; t0 += kTMax) {
       const size_t tn = std::min(kTMax, nt - t0);
-      if (first && t0 == 0)
-        GemvFp8XDispatch<R, true>(tn, f, r, xs, Kp, y, ldy, seg_nan + r % 128);
-      else
-        GemvFp8XDispatch<R, false>(tn, f, r, xs + t0 * Kp, Kp, y + t0 * ldy, ldy,
-                                   seg_nan + r % 128);
+      const float* xt = xs + t0 * Kp;
+      const float* xt2 = xs2 ? xs2 + t0 * Kp : nullptr;
+      float* yt = y + t0 * ldy;
+      bool* rn = seg_nan + r % 128;
+      if (first && t0 == 0) {
+        if (xs2)
+          GemvFp8XDispatch<R, true, true>(tn, f, r, xt, xt2, Kp, yt, ldy, rn);
+        else
+          GemvFp8XDispatch<R, true, false>(tn, f, r, xt, xt2, Kp, yt, ldy, rn);
+      } else {
+        if (xs2)
+          GemvFp8XDispatch<R, false, true>(tn, f, r, xt, xt2, Kp, yt, ldy, rn);
+        else
+          GemvFp8XDispatch<R, false, false>(tn, f, r, xt, xt2, Kp, yt, ldy, rn);
+      }
     }
   return r;
 }
 
 // Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale. x is read in
-// place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp.
+// place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp, and
+// with `place` (f.map set and x'·2^112 exact: fp8_x_prescale_ok) xs2 holds x'·2^112.
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e, const float* x,
-                  size_t ldx, size_t Kp, size_t n, float* y, size_t ldy, bool narrow) {
+                  size_t ldx, size_t Kp, size_t n, float* y, size_t ldy, bool narrow, bool place) {
   const DF df;
   const size_t K = f.K;
   const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
-  thread_local md::Scratch xs_s;
+  thread_local md::Scratch xs_s, xs2_s;
   float* xs = xs_s.get(std::min(n, tblk) * Kp);
+  float* xs2 = place ? xs2_s.get(std::min(n, tblk) * Kp) : nullptr;
   for (size_t seg = b; seg < e;) {  // segments of one 128-row scale block
     const size_t rb = seg / 128;
     const size_t seg_end = std::min(e, (rb + 1) * 128);
@@ -858,13 +926,16 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
           for (size_t i = k; i < std::min(k + kN, K); ++i) tail[i - k] = src[i];
           hn::Store(hn::Mul(hn::Load(df, tail), hn::Set(df, fac[(K - 1) / 128])), df, dst + k);
         }
+        if (place)
+          for (k = 0; k < Kp; k += kN)
+            hn::Store(hn::Mul(hn::Load(df, dst + k), hn::Set(df, 0x1p112f)), df, xs2 + t * Kp + k);
       }
       float* yb = y + tb * ldy;
       size_t r = seg;
       if (nb == 1 && !narrow)
-        r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, Kp, 1, yb, ldy, tb == 0, seg_nan);
-      r = GemvFp8XRows<kR>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
-      GemvFp8XRows<1>(f, r, seg_end, xs, Kp, nb, yb, ldy, tb == 0, seg_nan);
+        r = GemvFp8XRows<2 * kR>(f, r, seg_end, xs, xs2, Kp, 1, yb, ldy, tb == 0, seg_nan);
+      r = GemvFp8XRows<kR>(f, r, seg_end, xs, xs2, Kp, nb, yb, ldy, tb == 0, seg_nan);
+      GemvFp8XRows<1>(f, r, seg_end, xs, xs2, Kp, nb, yb, ldy, tb == 0, seg_nan);
     }
     seg = seg_end;
   }
@@ -873,8 +944,9 @@ void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_
 // The FP8 GEMV with the scale on x is exact when every x' = x·2^(e-119) and every weight·scale is
 // an exact normal fp32 (no overflow, no subnormal rounding), i.e. for scale exponents e in
 // [10, 246] (or NaN scales; 2^(e-119) is then a finite float) and x finite within the matching
-// range (x' normal and below 2^127).
-bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n) {
+// range (x' normal and below 2^127): kF16. kPlace: also x'·2^112 below 2^127, for PlaceE4m3.
+enum class Fp8XScale { kNo, kF16, kPlace };
+Fp8XScale fp8_x_prescale(const MatrixView& w, const float* x, size_t ldx, size_t n) {
   int emin = 255, emax = 0;
   const size_t nrb = (w.rows + 127) / 128, ncb = (w.cols + 127) / 128;
   for (size_t i = 0; i < nrb; ++i)
@@ -884,8 +956,8 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n
       emin = std::min(emin, e);
       emax = std::max(emax, e);
     }
-  if (emin > emax) return true;  // all scales NaN
-  if (emin < 10 || emax > 246) return false;
+  if (emin > emax) return Fp8XScale::kPlace;  // all scales NaN
+  if (emin < 10 || emax > 246) return Fp8XScale::kNo;
   const DF df;
   const float inf = std::numeric_limits<float>::infinity();
   auto vmax = hn::Zero(df), vmin = hn::Set(df, inf);
@@ -895,22 +967,25 @@ bool fp8_x_prescale_ok(const MatrixView& w, const float* x, size_t ldx, size_t n
     size_t k = 0;
     for (; k + kN <= w.cols; k += kN) {
       const VF a = hn::Abs(hn::LoadU(df, src + k));
-      if (!hn::AllFalse(df, hn::Ne(a, a))) return false;  // NaN
+      if (!hn::AllFalse(df, hn::Ne(a, a))) return Fp8XScale::kNo;  // NaN
       vmax = hn::Max(vmax, a);
       vmin = hn::Min(vmin, hn::IfThenElse(hn::Eq(a, hn::Zero(df)), vmin, a));
     }
     for (; k < w.cols; ++k) {
       const float a = std::fabs(src[k]);
-      if (std::isnan(a)) return false;
+      if (std::isnan(a)) return Fp8XScale::kNo;
       amax = std::max(amax, a);
       if (a != 0.0f) amin = std::min(amin, a);
     }
   }
   amax = std::max(amax, hn::GetLane(hn::MaxOfLanes(df, vmax)));
   amin = std::min(amin, hn::GetLane(hn::MinOfLanes(df, vmin)));
-  if (!(amax <= std::numeric_limits<float>::max())) return false;  // inf
-  return std::ldexp(static_cast<double>(amax), emax - 119) < 0x1p127 &&
-         (amin == inf || std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126);
+  if (!(amax <= std::numeric_limits<float>::max())) return Fp8XScale::kNo;  // inf
+  const double top = std::ldexp(static_cast<double>(amax), emax - 119);
+  if (!(top < 0x1p127 &&
+        (amin == inf || std::ldexp(static_cast<double>(amin), emin - 119) >= 0x1p-126)))
+    return Fp8XScale::kNo;
+  return top * 0x1p112 < 0x1p127 ? Fp8XScale::kPlace : Fp8XScale::kF16;
 }
 
 #else
@@ -978,11 +1053,21 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
     return fac;
   };
 #if DSV4_FP8_XSCALE
-  if (fp8 && !force_gemm && fp8_x_prescale_ok(w, x, ldx, n)) {  // reads x in place, no packing
-    const float* fac = fp8_factors(false);                      // = the x' factors
-    const Fp8XCtx f{data, K};
+  // The map is built on the first product with the matrix, whichever path it takes, so that later
+  // (decode) calls allocate nothing.
+  const uint64_t* map = fp8 && w.fp8_map
+                            ? w.fp8_map->bits(pool) + w.fp8_map_row0 * w.fp8_map->words_per_row()
+                            : nullptr;
+  const Fp8XScale xscale = fp8 && !force_gemm ? fp8_x_prescale(w, x, ldx, n) : Fp8XScale::kNo;
+  if (xscale != Fp8XScale::kNo) {           // reads x in place, no packing
+    const float* fac = fp8_factors(false);  // = the x' factors
+    Fp8XCtx f{data, K};
+    if (map && xscale == Fp8XScale::kPlace) {
+      f.map = map;
+      f.map_wpr = w.fp8_map->words_per_row();
+    }
     md::ParallelRows(pool, rows, 128, rows * K * n, [&](size_t b, size_t e) {
-      GemvRowsFp8X(f, fac, ncb, b, e, x, ldx, Kp, n, y, ldy, narrow);
+      GemvRowsFp8X(f, fac, ncb, b, e, x, ldx, Kp, n, y, ldy, narrow, f.map != nullptr);
     });
     return;
   }

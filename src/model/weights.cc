@@ -149,6 +149,7 @@ namespace {
 struct Binder {
   const Checkpoint& ck;
   std::vector<std::vector<uint64_t>>* owned;  // aligned copies of misaligned small tensors
+  std::vector<std::unique_ptr<Fp8CodeMap>>* maps;
   const TensorInfo& get(const std::string& n) const {
     const TensorInfo* t = ck.find(n);
     if (!t) throw Error("missing tensor '" + n + "'");
@@ -178,7 +179,13 @@ struct Binder {
     v.scale_stride = s.shape[1];
     return v;
   }
-  MatrixView fp8(const std::string& m) const { return quantized(m, WeightFormat::kFp8Block128); }
+  MatrixView fp8(const std::string& m) const {
+    MatrixView v = quantized(m, WeightFormat::kFp8Block128);
+    maps->push_back(
+        std::make_unique<Fp8CodeMap>(static_cast<const uint8_t*>(v.data), v.rows, v.cols));
+    v.fp8_map = maps->back().get();
+    return v;
+  }
   MatrixView fp4(const std::string& m) const { return quantized(m, WeightFormat::kFp4Block32); }
   MatrixView plain(const std::string& n) const {
     const TensorInfo& t = get(n);
@@ -260,7 +267,7 @@ struct Binder {
 
 ModelWeights ModelWeights::build(const Checkpoint& ck, const ModelConfig& c) {
   ModelWeights w;
-  Binder b{ck, &w.owned};
+  Binder b{ck, &w.owned, &w.fp8_maps};
   w.embed = b.plain("embed.weight");
   w.head = b.plain("head.weight");
   w.norm = b.vec("norm.weight");

@@ -4,10 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "io/safetensors.h"
+#include "kernels/fp8_code_map.h"
 #include "kernels/matmul.h"
 #include "model/config.h"
 
@@ -84,6 +86,7 @@ struct ModelWeights {
   std::vector<BlockWeights> layers;
   std::vector<MtpWeights> mtp;
   std::vector<std::vector<uint64_t>> owned;  // aligned copies of misaligned small tensors
+  std::vector<std::unique_ptr<Fp8CodeMap>> fp8_maps;  // behind the FP8 views
 
   static ModelWeights build(const Checkpoint& ck, const ModelConfig& cfg);
 };
