@@ -899,7 +899,7 @@ size_t GemvFp8XRows(const Fp8XCtx& f, size_t r, size_t e, const float* xs, const
 
 // Rows [b, e); x2 = 2^(e-119) per (row block, col block), or NaN for a NaN scale. x is read in
 // place (token t at x + t·ldx, K values); xs holds x' for a token block, zero padded to Kp, and
-// with `place` (f.map set and x'·2^112 exact: fp8_x_prescale_ok) xs2 holds x'·2^112.
+// with `place` (f.map set and x'·2^112 exact: fp8_x_prescale) xs2 holds x'·2^112.
 void GemvRowsFp8X(const Fp8XCtx& f, const float* x2, size_t ncb, size_t b, size_t e, const float* x,
                   size_t ldx, size_t Kp, size_t n, float* y, size_t ldy, bool narrow, bool place) {
   const DF df;
