@@ -1,5 +1,6 @@
 #include "kernels/fp8_code_map.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "util/thread_pool.h"

@@ -33,15 +33,15 @@ struct ExpertWeights {
 };
 
 struct HcParams {
-  MatrixView fn;             // F32 [(2+hc)·hc, hc·D] (or [hc, hc·D] for a head)
+  MatrixView fn;  // F32 [(2+hc)·hc, hc·D] (or [hc, hc·D] for a head)
   const float* base = nullptr;
   const float* scale = nullptr;
 };
 
 struct CompressorWeights {
-  MatrixView wkv, wgate;     // BF16 [c·d, D]
+  MatrixView wkv, wgate;       // BF16 [c·d, D]
   const float* ape = nullptr;  // [ratio, c·d]
-  std::vector<float> norm;   // [d]
+  std::vector<float> norm;     // [d]
 };
 
 struct AttentionWeights {
@@ -55,9 +55,9 @@ struct AttentionWeights {
 };
 
 struct MoeWeights {
-  MatrixView gate;                  // BF16 [E, D]
-  const float* bias = nullptr;      // score layers
-  const int64_t* tid2eid = nullptr; // hash layers [V, k]
+  MatrixView gate;                   // BF16 [E, D]
+  const float* bias = nullptr;       // score layers
+  const int64_t* tid2eid = nullptr;  // hash layers [V, k]
   std::vector<ExpertWeights> experts;
   ExpertWeights shared;
   bool has_shared = false;
@@ -85,7 +85,7 @@ struct ModelWeights {
   HcParams hc_head;
   std::vector<BlockWeights> layers;
   std::vector<MtpWeights> mtp;
-  std::vector<std::vector<uint64_t>> owned;  // aligned copies of misaligned small tensors
+  std::vector<std::vector<uint64_t>> owned;           // aligned copies of misaligned small tensors
   std::vector<std::unique_ptr<Fp8CodeMap>> fp8_maps;  // behind the FP8 views
 
   static ModelWeights build(const Checkpoint& ck, const ModelConfig& cfg);

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "hwy/targets.h"
+#include "kernels/fp8_test_view.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "util/thread_pool.h"
@@ -96,12 +97,7 @@ Fp8Case make_case(size_t rows, size_t cols, uint32_t seed) {
   std::mt19937 rng(seed + 1);
   for (auto& s : c.scales) s = static_cast<uint8_t>(124 + rng() % 7);
   if (rows > 384 && cb > 1) c.scales[3 * cb + 1] = 0xff;
-  c.view.format = WeightFormat::kFp8Block128;
-  c.view.rows = rows;
-  c.view.cols = cols;
-  c.view.data = c.codes.data();
-  c.view.scales = c.scales.data();
-  c.view.scale_stride = cb;
+  c.view = fp8_test_view(c.codes, c.scales, rows, cols);
   return c;
 }
 

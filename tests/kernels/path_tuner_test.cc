@@ -8,6 +8,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/fp8_test_view.h"
 #include "kernels/matmul.h"
 #include "kernels/matmul_internal.h"
 #include "numerics/formats.h"
@@ -59,12 +60,7 @@ Fp8Case make_fp8_case(size_t rows, size_t cols, size_t n, uint32_t seed) {
   c.scales.resize(rb * cb);
   for (auto& b : c.data) b = e4m3_encode(nd(rng) * 64.0f);
   for (auto& e : c.scales) e = static_cast<uint8_t>(118 + rng() % 6);
-  c.w.format = WeightFormat::kFp8Block128;
-  c.w.rows = rows;
-  c.w.cols = cols;
-  c.w.data = c.data.data();
-  c.w.scales = c.scales.data();
-  c.w.scale_stride = cb;
+  c.w = fp8_test_view(c.data, c.scales, rows, cols);
   c.x.resize(n * cols);
   for (auto& v : c.x) v = nd(rng);
   return c;
