@@ -151,8 +151,8 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
   // Two choices between bit-identical paths, each made per shape by timing real calls on this
-  // machine (kernels/path_tuner.h; every tuned call costs two clock reads and two lookups in
-  // the tuner's locked table):
+  // machine (kernels/path_tuner.h; every tuned call costs two clock reads and three lookups in
+  // the tuner's locked tables; a matrix's first call is not timed):
   // - FP8 prompts: the GEMV with the scale on x (path 0) or the tile GEMM (path 1);
   // - a single token (decode): 8 rows per register block (path 0) or 4 (path 1). 8 was chosen on
   //   Zen 5; on a Xeon, 4 measured faster for most shapes (bench/matmul_bench, 2 threads, FP4
@@ -166,6 +166,10 @@ void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
     PathTuner& tuner = fp8_prompt ? prompt_tuner : decode_tuner;
     const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^
                          (static_cast<uint64_t>(w.cols) << 3) ^ static_cast<uint64_t>(w.format);
+    if (tuner.first_use(w.data)) {
+      matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/false);
+      return;
+    }
     const int path = tuner.choose(key);
     const auto t0 = std::chrono::steady_clock::now();
     matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/fp8_prompt && path == 1,

@@ -86,6 +86,9 @@ inline const float* fp4_scaled_tables() {
 // Rows per decoded tile, tokens per accumulator block and vectors per K block of the GEMM.
 constexpr size_t kTileRows = 16;
 constexpr size_t kTileBytes = 512 * 1024;
+// The GEMM needs at least this many rows per thread (two of its 32-row tiles); fewer go to the
+// GEMV.
+constexpr size_t kGemmMinRowsPerThread = 64;
 // Software prefetch distance of the GEMV weight streams (several interleaved rows defeat the
 // hardware stream prefetcher's ramp-up).
 constexpr size_t kPrefetchBytes = 1024;
@@ -1013,7 +1016,12 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
                      [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, ldp, n, y, ldy); });
 #endif
   } else {
-    md::ParallelRows(pool, rows, 16, macs,
+    // Many tokens over few rows (MatmulImpl sends these here): one share of rows per thread, so
+    // that each thread reads x once.
+    const size_t nt = pool ? static_cast<size_t>(pool->size()) : 1;
+    const size_t grain =
+        n > 1 && rows < md::kGemmMinRowsPerThread * nt ? (rows + nt * kR - 1) / (nt * kR) * kR : 16;
+    md::ParallelRows(pool, rows, grain, macs,
                      [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy, narrow); });
   }
 }
@@ -1034,7 +1042,12 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n unless the
   // GEMM is forced: matmul() forces it for the shapes where it timed faster on this machine
   // (kernels/path_tuner.h).
-  const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8);
+  // Few rows take the GEMV at any n: the GEMM packs all of x for each product and splits rows by
+  // tiles of 32, so the mHC mix (24 rows, K = 16384, x 32 MiB at n = 512) ran on one thread at
+  // 8 GFLOP/s, an eighth of each flash-4l prefill on Zen 5.
+  const size_t threads = pool ? static_cast<size_t>(pool->size()) : 1;
+  const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8 &&
+                                   rows >= md::kGemmMinRowsPerThread * threads);
   const auto* data = static_cast<const uint8_t*>(w.data);
   thread_local md::Scratch xs, fs;
   // FP8 factors per (row block, col block): 2^(e-119), or the scale itself when some scale
@@ -1072,10 +1085,14 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
     return;
   }
 #endif
-  const size_t ldp = gemm ? Kp + kN : Kp;  // see GemmRows
+  // x needs no packing when its rows already are what the kernels read: whole chunks, in order
+  // (not FP4's even/odd halves), at the stride the path expects (the transposing GEMM packs its
+  // own copy from any stride).
+  const bool x_in_place = !fp4 && K == Kp && (gemm ? DSV4_GEMM_T != 0 : ldx == Kp);
+  const size_t ldp = x_in_place ? ldx : gemm ? Kp + kN : Kp;  // see GemmRows
   // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
-  float* xp = xs.get(n * ldp);
-  for (size_t t = 0; t < n; ++t) {
+  float* xp = x_in_place ? nullptr : xs.get(n * ldp);
+  for (size_t t = 0; t < n && !x_in_place; ++t) {
     const float* src = x + t * ldx;
     float* dst = xp + t * ldp;
     if (!fp4) {
@@ -1100,12 +1117,13 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
       }
     }
   }
+  const float* xr = x_in_place ? x : xp;
   switch (w.format) {
     case WeightFormat::kF32:
-      Run(F32Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm, narrow);
+      Run(F32Fmt{data, K}, rows, K, xr, Kp, ldp, n, y, ldy, pool, gemm, narrow);
       break;
     case WeightFormat::kBF16:
-      Run(BF16Fmt{data, K}, rows, K, xp, Kp, ldp, n, y, ldy, pool, gemm, narrow);
+      Run(BF16Fmt{data, K}, rows, K, xr, Kp, ldp, n, y, ldy, pool, gemm, narrow);
       break;
     case WeightFormat::kFp8Block128: {
       bool two_mul = false;
@@ -1114,18 +1132,19 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
           two_mul |=
               (w.scales[i * w.scale_stride + j] > 246 && w.scales[i * w.scale_stride + j] != 0xff);
       const float* fac = fp8_factors(two_mul);
-      // x was packed for the GEMV (ldp == Kp) unless the GEMM was forced.
+      // x was packed for the GEMV (ldp == Kp), or is read in place at that stride, unless the GEMM
+      // was forced.
       const bool fp8_gemm = gemm || n >= kMatmulGemmMinTokens;
       if (two_mul)
-        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm,
+        Run(Fp8Fmt<true>{data, K, fac, ncb}, rows, K, xr, Kp, ldp, n, y, ldy, pool, fp8_gemm,
             narrow);
       else
-        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xp, Kp, ldp, n, y, ldy, pool, fp8_gemm,
+        Run(Fp8Fmt<false>{data, K, fac, ncb}, rows, K, xr, Kp, ldp, n, y, ldy, pool, fp8_gemm,
             narrow);
       break;
     }
     case WeightFormat::kFp4Block32:
-      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xp, Kp, ldp,
+      Run(Fp4Fmt{data, K, w.scales, w.scale_stride, md::fp4_scaled_tables()}, rows, K, xr, Kp, ldp,
           n, y, ldy, pool, gemm, narrow);
       break;
   }

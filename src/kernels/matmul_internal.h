@@ -20,7 +20,7 @@ const char* matmul_target_name();
 // Token count from which matmul() uses the tile-converting prefill GEMM for BF16, F32 and FP4
 // (for FP8 it times that against its GEMV with the scale on x: kernels/path_tuner.h). Below it the
 // register-decoding GEMV with token blocks is faster (n = 16 on Zen 5: 220-270 vs 175-240 GFLOP/s);
-// at n = 512 the GEMM is.
+// at n = 512 the GEMM is. Matrices with fewer than 64 rows per thread keep the GEMV at any n.
 constexpr size_t kMatmulGemmMinTokens = 64;
 
 }  // namespace dsv4

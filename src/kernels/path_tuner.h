@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <mutex>
+#include <unordered_set>
 #include <utility>
 
 namespace dsv4 {
@@ -35,6 +36,17 @@ class PathTuner {
     return c >= 4 && (c & (c - 1)) == 0 ? 1 - faster : faster;
   }
 
+  // True on the first call for this matrix (its weights' address), which its caller should run on
+  // path 0 untimed: a matrix's first product pays for faulting its pages in and, for FP8, for
+  // building its code map, and timing it made that path look slower than it is. Keys are shapes,
+  // shared by every matrix of that shape, so one cold trial decided for all of them. (In flash-4l
+  // prefills on Zen 5, whose trials all ran in the first, cold prefill, the tuned FP8 choices gave
+  // 75-82 tok/s, and forcing the GEMV for every FP8 shape gave 98.)
+  bool first_use(const void* matrix) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return seen_.insert(matrix).second;
+  }
+
   // Reports how long a call of `path` took per unit of work (e.g. seconds per token).
   void report(uint64_t key, int path, double cost) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -51,6 +63,7 @@ class PathTuner {
   };
   std::mutex mu_;
   std::map<uint64_t, Entry> table_;
+  std::unordered_set<const void*> seen_;
 };
 
 }  // namespace dsv4

@@ -324,6 +324,31 @@ TEST(Matmul, GemmMatchesGemvOnLongRowsAndOddBatches) {
   }
 }
 
+// Few rows and many tokens (the mHC mix: 24 rows) take the GEMV, each thread on its own share of
+// rows, and x whose rows are already whole chunks is read in place. Every variant gives the bits of
+// the GEMM and of the same x at another stride (copied, then packed).
+TEST(Matmul, FewRowsManyTokensAndUnpackedX) {
+  ThreadPool p2(2);
+  uint32_t seed = 51;
+  for (WeightFormat f : kFormats) {
+    const size_t cols = 512, n = 70;  // whole chunks in every format; n past the GEMM threshold
+    for (size_t rows : {size_t{24}, size_t{100}, size_t{200}}) {  // GEMV, GEMV, GEMM
+      TestMatrix m = make_matrix(f, rows, cols, seed++);
+      std::vector<float> x = random_x(n, cols, seed++), xs(n * (cols + 5));
+      for (size_t t = 0; t < n; ++t)
+        std::copy(x.begin() + t * cols, x.begin() + (t + 1) * cols, xs.begin() + t * (cols + 5));
+      std::vector<float> in_place(n * rows), strided(n * rows), gemm(n * rows);
+      matmul_simd(m.view, x.data(), cols, n, in_place.data(), rows, &p2, false);
+      matmul_simd(m.view, xs.data(), cols + 5, n, strided.data(), rows, &p2, false);
+      matmul_simd(m.view, x.data(), cols, n, gemm.data(), rows, &p2, true);
+      const std::string what = label(f, rows, cols, n);
+      ASSERT_EQ(0, std::memcmp(in_place.data(), strided.data(), in_place.size() * 4)) << what;
+      ASSERT_EQ(0, std::memcmp(in_place.data(), gemm.data(), in_place.size() * 4)) << what;
+      check_against_reference(m.view, n, &p2, seed++, false, what);
+    }
+  }
+}
+
 // Every SIMD target Highway compiled into this binary (EMU128/SSSE3/SSE4/AVX2/AVX3 as far as
 // this CPU supports them) against the scalar reference, so the fallbacks used elsewhere run here.
 TEST(Matmul, EverySimdTargetMatchesReference) {

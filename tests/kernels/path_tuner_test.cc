@@ -44,6 +44,16 @@ TEST(PathTuner, TimesBothPathsThenKeepsTheFasterAndRetriesTheOtherRarely) {
   EXPECT_EQ(t.choose(8), 0);  // untried key: trials start with path 0
 }
 
+TEST(PathTuner, FirstUseIsReportedOncePerMatrix) {
+  PathTuner t;
+  int a = 0, b = 0;
+  EXPECT_TRUE(t.first_use(&a));
+  EXPECT_FALSE(t.first_use(&a));
+  EXPECT_TRUE(t.first_use(&b));
+  EXPECT_FALSE(t.first_use(&a));
+  EXPECT_FALSE(t.first_use(&b));
+}
+
 // A random FP8 matrix (subnormal codes included) and n tokens of x.
 struct Fp8Case {
   std::vector<uint8_t> data, scales;
