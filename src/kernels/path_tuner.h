@@ -39,9 +39,8 @@ class PathTuner {
   // True on the first call for this matrix (its weights' address), which its caller should run on
   // path 0 untimed: a matrix's first product pays for faulting its pages in and, for FP8, for
   // building its code map, and timing it made that path look slower than it is. Keys are shapes,
-  // shared by every matrix of that shape, so one cold trial decided for all of them. (In flash-4l
-  // prefills on Zen 5, whose trials all ran in the first, cold prefill, the tuned FP8 choices gave
-  // 75-82 tok/s, and forcing the GEMV for every FP8 shape gave 98.)
+  // shared by every matrix of that shape, so one cold trial decided for all of them (in a flash-4l
+  // prefill every matrix's first call falls in the first prompt).
   bool first_use(const void* matrix) {
     std::lock_guard<std::mutex> lock(mu_);
     return seen_.insert(matrix).second;
