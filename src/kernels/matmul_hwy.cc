@@ -87,8 +87,16 @@ inline const float* fp4_scaled_tables() {
 constexpr size_t kTileRows = 16;
 constexpr size_t kTileBytes = 512 * 1024;
 // The GEMM needs at least this many rows per thread (two of its 32-row tiles); fewer go to the
-// GEMV.
+// GEMV at any n. The GEMM packs all of x for each product and splits rows by tiles of 32, so the
+// mHC mix (24 rows, K = 16384, x 32 MiB at n = 512) ran on one thread at 8 GFLOP/s, ~6 % of each
+// flash-4l prefill on Zen 5.
 constexpr size_t kGemmMinRowsPerThread = 64;
+inline size_t PoolThreads(const ThreadPool* pool) {
+  return pool ? static_cast<size_t>(pool->size()) : 1;
+}
+inline bool FewRowsForGemm(size_t rows, const ThreadPool* pool) {
+  return rows < kGemmMinRowsPerThread * PoolThreads(pool);
+}
 // Software prefetch distance of the GEMV weight streams (several interleaved rows defeat the
 // hardware stream prefetcher's ramp-up).
 constexpr size_t kPrefetchBytes = 1024;
@@ -142,7 +150,7 @@ class RangePrefetch {
 // disjoint weight rows. Products under 2^16 multiply-adds run on the calling thread.
 template <class Body>
 void ParallelRows(ThreadPool* pool, size_t rows, size_t grain, size_t macs, const Body& body) {
-  const size_t nt = pool ? static_cast<size_t>(pool->size()) : 1;
+  const size_t nt = PoolThreads(pool);
   const size_t units = (rows + grain - 1) / grain;
   if (nt <= 1 || units <= 1 || macs < (size_t{1} << 16)) {
     body(size_t{0}, rows);
@@ -1016,11 +1024,10 @@ void Run(const F& f, size_t rows, size_t K, const float* xp, size_t Kp, size_t l
                      [&](size_t b, size_t e) { GemmRows(f, K, b, e, xp, Kp, ldp, n, y, ldy); });
 #endif
   } else {
-    // Many tokens over few rows (MatmulImpl sends these here): one share of rows per thread, so
-    // that each thread reads x once.
-    const size_t nt = pool ? static_cast<size_t>(pool->size()) : 1;
+    // Several tokens over few rows: one share of rows per thread, so that each thread reads x once.
+    const size_t nt = md::PoolThreads(pool);
     const size_t grain =
-        n > 1 && rows < md::kGemmMinRowsPerThread * nt ? (rows + nt * kR - 1) / (nt * kR) * kR : 16;
+        n > 1 && md::FewRowsForGemm(rows, pool) ? (rows + nt * kR - 1) / (nt * kR) * kR : 16;
     md::ParallelRows(pool, rows, grain, macs,
                      [&](size_t b, size_t e) { GemvRows(f, K, b, e, xp, Kp, n, y, ldy, narrow); });
   }
@@ -1042,12 +1049,9 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   // FP8 tries the GEMV with the scale on x (weights decoded in registers) at every n unless the
   // GEMM is forced: matmul() forces it for the shapes where it timed faster on this machine
   // (kernels/path_tuner.h).
-  // Few rows take the GEMV at any n: the GEMM packs all of x for each product and splits rows by
-  // tiles of 32, so the mHC mix (24 rows, K = 16384, x 32 MiB at n = 512) ran on one thread at
-  // 8 GFLOP/s, an eighth of each flash-4l prefill on Zen 5.
-  const size_t threads = pool ? static_cast<size_t>(pool->size()) : 1;
-  const bool gemm = force_gemm || (n >= kMatmulGemmMinTokens && !fp8 &&
-                                   rows >= md::kGemmMinRowsPerThread * threads);
+  // Few rows take the GEMV at any n (md::FewRowsForGemm).
+  const bool gemm =
+      force_gemm || (n >= kMatmulGemmMinTokens && !fp8 && !md::FewRowsForGemm(rows, pool));
   const auto* data = static_cast<const uint8_t*>(w.data);
   thread_local md::Scratch xs, fs;
   // FP8 factors per (row block, col block): 2^(e-119), or the scale itself when some scale
@@ -1090,34 +1094,37 @@ void MatmulImpl(const MatrixView& w, const float* x, size_t ldx, size_t n, float
   // own copy from any stride).
   const bool x_in_place = !fp4 && K == Kp && (gemm ? DSV4_GEMM_T != 0 : ldx == Kp);
   const size_t ldp = x_in_place ? ldx : gemm ? Kp + kN : Kp;  // see GemmRows
-  // Pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
-  float* xp = x_in_place ? nullptr : xs.get(n * ldp);
-  for (size_t t = 0; t < n && !x_in_place; ++t) {
-    const float* src = x + t * ldx;
-    float* dst = xp + t * ldp;
-    if (!fp4) {
-      std::memcpy(dst, src, K * sizeof(float));
-      std::fill(dst + K, dst + Kp, 0.0f);
-    } else {
-      size_t c0 = 0;
+  // Otherwise pack x: zero padded to Kp, FP4 as even/odd halves per chunk.
+  const float* xr = x;
+  if (!x_in_place) {
+    float* xp = xs.get(n * ldp);
+    xr = xp;
+    for (size_t t = 0; t < n; ++t) {
+      const float* src = x + t * ldx;
+      float* dst = xp + t * ldp;
+      if (!fp4) {
+        std::memcpy(dst, src, K * sizeof(float));
+        std::fill(dst + K, dst + Kp, 0.0f);
+      } else {
+        size_t c0 = 0;
 #if HWY_TARGET != HWY_SCALAR
-      const DF df;
-      for (; c0 + C <= K; c0 += C) {  // full chunks: one de-interleave per pair of vectors
-        const VF lo = hn::LoadU(df, src + c0), hi = hn::LoadU(df, src + c0 + kN);
-        hn::Store(hn::ConcatEven(df, hi, lo), df, dst + c0);
-        hn::Store(hn::ConcatOdd(df, hi, lo), df, dst + c0 + kN);
-      }
+        const DF df;
+        for (; c0 + C <= K; c0 += C) {  // full chunks: one de-interleave per pair of vectors
+          const VF lo = hn::LoadU(df, src + c0), hi = hn::LoadU(df, src + c0 + kN);
+          hn::Store(hn::ConcatEven(df, hi, lo), df, dst + c0);
+          hn::Store(hn::ConcatOdd(df, hi, lo), df, dst + c0 + kN);
+        }
 #endif
-      for (; c0 < Kp; c0 += C) {
-        for (size_t j = 0; j < kN; ++j) {
-          const size_t ie = c0 + 2 * j, io = ie + 1;
-          dst[c0 + j] = ie < K ? src[ie] : 0.0f;
-          dst[c0 + kN + j] = io < K ? src[io] : 0.0f;
+        for (; c0 < Kp; c0 += C) {
+          for (size_t j = 0; j < kN; ++j) {
+            const size_t ie = c0 + 2 * j, io = ie + 1;
+            dst[c0 + j] = ie < K ? src[ie] : 0.0f;
+            dst[c0 + kN + j] = io < K ? src[io] : 0.0f;
+          }
         }
       }
     }
   }
-  const float* xr = x_in_place ? x : xp;
   switch (w.format) {
     case WeightFormat::kF32:
       Run(F32Fmt{data, K}, rows, K, xr, Kp, ldp, n, y, ldy, pool, gemm, narrow);
