@@ -150,9 +150,9 @@ void matmul_reference(const MatrixView& w, const float* x, size_t ldx, size_t n,
 
 void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y, size_t ldy,
             ThreadPool* pool) {
-  // Two choices between bit-identical paths, each made per shape by timing real calls on this
-  // machine (kernels/path_tuner.h; every tuned call costs two clock reads and three lookups in
-  // the tuner's locked tables; a matrix's first call is not timed):
+  // Two choices between bit-identical paths, each made per shape and thread count by timing real
+  // calls on this machine (kernels/path_tuner.h; every tuned call costs two clock reads and three
+  // lookups in the tuner's locked tables; a matrix's first call is not timed):
   // - FP8 prompts: the GEMV with the scale on x (path 0) or the tile GEMM (path 1);
   // - a single token (decode): 8 rows per register block (path 0) or 4 (path 1). 8 was chosen on
   //   Zen 5; on a Xeon, 4 measured faster for most shapes (bench/matmul_bench, 2 threads, FP4
@@ -164,8 +164,13 @@ void matmul(const MatrixView& w, const float* x, size_t ldx, size_t n, float* y,
   if (fp8_prompt || decode) {
     static PathTuner prompt_tuner, decode_tuner;
     PathTuner& tuner = fp8_prompt ? prompt_tuner : decode_tuner;
+    // Keyed by shape and thread count: a shape can run on the whole pool in one place and on one
+    // thread in another (wq_a, and the wo_a groups that threads take whole), and timings of the
+    // two must not decide for each other.
+    const uint64_t threads = pool ? static_cast<uint64_t>(pool->size()) : 1;
     const uint64_t key = (static_cast<uint64_t>(w.rows) << 32) ^
-                         (static_cast<uint64_t>(w.cols) << 3) ^ static_cast<uint64_t>(w.format);
+                         (static_cast<uint64_t>(w.cols) << 3) ^ static_cast<uint64_t>(w.format) ^
+                         (threads << 56);
     if (tuner.first_use(w.data)) {
       matmul_simd(w, x, ldx, n, y, ldy, pool, /*force_gemm=*/false);
       return;

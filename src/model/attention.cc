@@ -385,9 +385,23 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
   const int G = cfg.o_groups;
   const size_t gin = static_cast<size_t>(d.H / G) * d.hd, lora = cfg.o_lora_rank;
   float* u = workspace<UTag>(N * G * lora);
-  for (int g = 0; g < G; ++g) {
+  auto project_group = [&](size_t g, ThreadPool* p) {
     MatrixView wg = aw.wo_a.row_slice(g * lora, lora);
-    matmul(wg, o + g * gin, d.H * d.hd, N, u + g * lora, G * lora, &pool);
+    matmul(wg, o + g * gin, d.H * d.hd, N, u + g * lora, G * lora, p);
+  };
+  // Groups share out evenly over the threads (8 over 1, 2, 4 or 8): each thread takes whole
+  // groups, as MoE takes whole experts, instead of every group's rows being split over all
+  // threads: one hand-off instead of G, and each thread streams a whole 4 MiB matrix. Rows do not
+  // depend on the thread count (kernels/matmul.h), so the result is the same bits. Measured in
+  // flash-4l `dsv4 bench` runs alternating both ways pass by pass (Zen 5, 2 threads; the 8 groups
+  // of one layer): decode 1.00-1.14 → 0.92-1.13 ms, 512-token prompt 199-217 → 181-186 ms.
+  const size_t nt = static_cast<size_t>(pool.size());
+  if (nt > 1 && static_cast<size_t>(G) % nt == 0) {
+    pool.parallel_for_dynamic(static_cast<size_t>(G), [&](size_t g0, size_t g1, int) {
+      for (size_t g = g0; g < g1; ++g) project_group(g, nullptr);
+    });
+  } else {
+    for (int g = 0; g < G; ++g) project_group(static_cast<size_t>(g), &pool);
   }
   matmul(aw.wo_b, u, N, out, &pool);
 }
