@@ -19,11 +19,7 @@ float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 // (vectorised over d).
 void weigh_streams(const float* pre, const float* h, int hc, size_t D, float* out) {
   for (size_t d = 0; d < D; ++d) out[d] = pre[0] * h[d];
-  for (int j = 1; j < hc; ++j) {
-    const float pj = pre[j];
-    const float* hj = h + j * D;
-    for (size_t d = 0; d < D; ++d) out[d] += pj * hj[d];
-  }
+  for (int j = 1; j < hc; ++j) axpy(pre[j], h + j * D, D, out);
 }
 
 // mix[t, :] = (fn · h_t) · rsqrt(mean(h_t²) + eps) over the flattened streams.
@@ -104,16 +100,13 @@ void hc_post(const ModelConfig& cfg, const float* o, const float* post, const fl
       float* ht = h + t * hc * D;
       const float* ot = o + t * D;
       const float* ct = comb + t * hc * hc;
-      // out[k] = post[k]·o + Σ_j comb[j,k]·h[j], summed in order j = 0, 1, … (vectorised over d).
+      // out[k] = post[k]·o + Σ_j comb[j,k]·h[j], summed in order j = 0, 1, … (axpy: SIMD, and
+      // multiply then add like the scalar loop it replaced, so the same bits).
       for (int k = 0; k < hc; ++k) {
         const float pk = post[t * hc + k];
         float* dst = out + k * D;
         for (size_t d = 0; d < D; ++d) dst[d] = pk * ot[d];
-        for (int j = 0; j < hc; ++j) {
-          const float c = ct[j * hc + k];
-          const float* hj = ht + j * D;
-          for (size_t d = 0; d < D; ++d) dst[d] += c * hj[d];
-        }
+        for (int j = 0; j < hc; ++j) axpy(ct[j * hc + k], ht + j * D, D, dst);
       }
       std::copy(out, out + hc * D, ht);
     }
