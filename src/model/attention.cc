@@ -389,10 +389,10 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     MatrixView wg = aw.wo_a.row_slice(g * lora, lora);
     matmul(wg, o + g * gin, d.H * d.hd, N, u + g * lora, G * lora, p);
   };
-  // Groups share out evenly over the threads (8 over 1, 2, 4 or 8): each thread takes whole
-  // groups, as MoE takes whole experts, instead of every group's rows being split over all
-  // threads: one hand-off instead of G, and each thread streams a whole 4 MiB matrix. Rows do not
-  // depend on the thread count (kernels/matmul.h), so the result is the same bits. Measured in
+  // When the groups share out evenly over several threads (Flash: 8 over 2, 4 or 8), each thread
+  // takes whole groups, as MoE takes whole experts, instead of every group's rows being split over
+  // all threads: one hand-off instead of G, and each thread streams a whole 4 MiB matrix. Rows do
+  // not depend on the thread count (kernels/matmul.h), so the result is the same bits. Measured in
   // flash-4l `dsv4 bench` runs alternating both ways pass by pass (Zen 5, 2 threads; the 8 groups
   // of one layer): decode 1.00-1.14 → 0.92-1.13 ms, 512-token prompt 199-217 → 181-186 ms.
   const size_t nt = static_cast<size_t>(pool.size());
