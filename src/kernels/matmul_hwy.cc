@@ -553,10 +553,17 @@ void GemmRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 #undef DSV4_GEMM_T  // this file is compiled once per target
 #if HWY_TARGET <= HWY_AVX3
 #define DSV4_GEMM_T 1
-constexpr size_t kPanelRows = 32;     // rows per transposed tile: two vectors
-constexpr size_t kTT = 12;            // tokens per micro-kernel call
-constexpr size_t kTBlockT = 48;       // tokens whose partial sums are kept at once
-constexpr size_t kKBlockSteps = 128;  // K steps (vectors) per block: 16 KiB of tile per j
+constexpr size_t kPanelRows = 32;  // rows per transposed tile: two vectors
+constexpr size_t kTT = 12;         // tokens per micro-kernel call
+constexpr size_t kTBlockT = 48;    // tokens whose partial sums are kept at once
+// The chains run over the whole row in one micro-kernel call: no K blocks. A j slice of the tile
+// (K/16 steps of 32 rows: 32 KiB at K = 4096, 64 KiB for wo_b's 8192) then outgrows L1 and is
+// re-read from L2 by each token group, and that measured faster than 16 KiB K blocks whose partial
+// sums were saved and reloaded (a throwaway program alternating both in one process, Zen 5,
+// median GFLOP/s of 12 calls, 1 and 2 threads; FP8 with the GEMM forced): wo_b 4096×8192 n = 512
+// 81 → 123 and 200 → 277, FP8 4096×4096 154 → 179 and 314 → 328, BF16 1024×4096 139 → 159 and
+// 281 → 307, FP4 2048×4096 n = 96 175 → 183 and 296 → 304; shapes with K ≤ 2048 had one block
+// already. The sums are the same bits: a chain stored and reloaded between blocks is unchanged.
 
 // out[j] lane i = in[i] lane j (16×16 floats).
 HWY_INLINE void Transpose16(const __m512* in, __m512* out) {
@@ -645,17 +652,13 @@ void PackXT(const float* xp, size_t ldp, size_t n, size_t nv, size_t g0, size_t 
   }
 }
 
-// Steps [0, ns) of one j: w = that j slice of the tile + v0·32, x = that group's xt + v0·12.
+// Steps [0, ns) (the whole row) of one j: w = that j slice of the tile, x = that group's xt.
 // acc: [token][j][32 rows] partial sums, token stride acc_ts floats.
 template <size_t T>
-HWY_NOINLINE void MicroT(const float* w, const float* x, size_t ns, bool first, float* acc,
-                         size_t acc_ts) {
+HWY_NOINLINE void MicroT(const float* w, const float* x, size_t ns, float* acc, size_t acc_ts) {
   const DF df;
   VF a0[T], a1[T];
-  for (size_t t = 0; t < T; ++t) {
-    a0[t] = first ? hn::Zero(df) : hn::Load(df, acc + t * acc_ts);
-    a1[t] = first ? hn::Zero(df) : hn::Load(df, acc + t * acc_ts + kN);
-  }
+  for (size_t t = 0; t < T; ++t) a0[t] = a1[t] = hn::Zero(df);
   for (size_t s = 0; s < ns; ++s) {
     const VF w0 = hn::Load(df, w + s * kPanelRows), w1 = hn::Load(df, w + s * kPanelRows + kN);
     const float* xs = x + s * kTT;
@@ -672,10 +675,10 @@ HWY_NOINLINE void MicroT(const float* w, const float* x, size_t ns, bool first, 
 }
 
 template <size_t T = kTT>
-HWY_INLINE void MicroTDispatch(size_t nt, const float* w, const float* x, size_t ns, bool first,
-                               float* acc, size_t acc_ts) {
-  if (nt == T) return MicroT<T>(w, x, ns, first, acc, acc_ts);
-  if constexpr (T > 1) MicroTDispatch<T - 1>(nt, w, x, ns, first, acc, acc_ts);
+HWY_INLINE void MicroTDispatch(size_t nt, const float* w, const float* x, size_t ns, float* acc,
+                               size_t acc_ts) {
+  if (nt == T) return MicroT<T>(w, x, ns, acc, acc_ts);
+  if constexpr (T > 1) MicroTDispatch<T - 1>(nt, w, x, ns, acc, acc_ts);
 }
 
 template <class F>
@@ -692,15 +695,12 @@ void GemmRowsT(const F& f, size_t K, size_t b, size_t e, const float* xt, size_t
     ConvertTileT(f, K, rt, nr, nv, tt);
     for (size_t t0 = 0; t0 < n; t0 += kTBlockT) {
       const size_t nt = std::min(kTBlockT, n - t0);
-      for (size_t v0 = 0; v0 < nv; v0 += kKBlockSteps) {
-        const size_t ns = std::min(kKBlockSteps, nv - v0);
-        for (size_t j = 0; j < kN; ++j) {
-          const float* wj = tt + j * js + v0 * kPanelRows;
-          for (size_t tg = 0; tg < nt; tg += kTT) {
-            const float* xg = xt + ((j * ntg + (t0 + tg) / kTT) * nv + v0) * kTT;
-            MicroTDispatch(std::min(kTT, nt - tg), wj, xg, ns, v0 == 0,
-                           acc + tg * acc_ts + j * kPanelRows, acc_ts);
-          }
+      for (size_t j = 0; j < kN; ++j) {
+        const float* wj = tt + j * js;
+        for (size_t tg = 0; tg < nt; tg += kTT) {
+          const float* xg = xt + (j * ntg + (t0 + tg) / kTT) * nv * kTT;
+          MicroTDispatch(std::min(kTT, nt - tg), wj, xg, nv, acc + tg * acc_ts + j * kPanelRows,
+                         acc_ts);
         }
       }
       for (size_t t = 0; t < nt; ++t) {

@@ -2,7 +2,8 @@
 // Which one wins depends on the CPU as much as on the shape. For FP8 at n ≥ 64 tokens, the tile
 // GEMM against the GEMV with the scale on x (weights decoded in registers for every token block):
 // on Zen 5, whose integer vector pipes decode beside the FMAs, the GEMM won some V4 shapes
-// (≥ 2048 rows, K ≤ 4096) and lost others by up to 25 % (wo_b with K = 8192, 1024 and 512 rows);
+// (≥ 2048 rows, K ≤ 4096) and lost others by up to 25 % (wo_b with K = 8192, 1024 and 512 rows;
+// since its K blocks went, the GEMM wins 4096×4096 and wq_b by ~20 % and loses wo_b by ~8 %);
 // on a Xeon, where decode and FMA share two ports, it was 1.3-1.7× faster on every shape
 // (a throwaway harness alternating both in one process, n = 64-512, 2 threads). Both paths give
 // the same bits, so the choice changes speed only, never results. matmul() also uses it to pick
