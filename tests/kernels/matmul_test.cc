@@ -300,9 +300,10 @@ TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
   }
 }
 
-// Long rows (several K blocks of the GEMM), a token count past one token block and not a
-// multiple of the micro-kernel's, and a row count not a multiple of the GEMM's row panel: the GEMM
-// gives bit for bit the row values of the GEMV.
+// Long rows (several K blocks of the GEMM below AVX-512; on AVX-512, chains of ~270 steps in one
+// micro-kernel call), a token count past one token block and not a multiple of the micro-kernel's,
+// and a row count not a multiple of the GEMM's row panel: the GEMM gives bit for bit the row values
+// of the GEMV.
 TEST(Matmul, GemmMatchesGemvOnLongRowsAndOddBatches) {
   ThreadPool p2(2);
   for (auto [f, cols] : {std::pair{WeightFormat::kF32, size_t{4301}},
