@@ -58,45 +58,53 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
   return m;
 }
 
-Model::TokenCost Model::token_cost(const SequenceState& seq) const {
-  const ModelConfig& c = cfg_;
-  TokenCost tc;
-  auto add = [&](const MatrixView& m) {
-    tc.weight_bytes += m.bytes();
-    tc.weight_macs += static_cast<double>(m.rows) * m.cols;
-  };
-  add(w_->head);
-  add(w_->hc_head.fn);
-  tc.output_macs = tc.weight_macs;
-  tc.weight_bytes += static_cast<size_t>(c.dim) * 2;  // one embedding row
-  const int64_t pos = seq.n_past;                     // position of the next token
-  const size_t kvb = seq.kv_codec().entry_bytes(), ixb = seq.index_codec().entry_bytes();
-  for (int i = 0; i < c.n_layers; ++i) {
+void Model::for_each_token_matrix(FunctionRef<void(const MatrixView&)> fn) const {
+  fn(w_->head);
+  fn(w_->hc_head.fn);
+  for (int i = 0; i < cfg_.n_layers; ++i) {
     const BlockWeights& b = w_->layers[i];
     const AttentionWeights& a = b.attn;
     for (const MatrixView* m :
          {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.hc_attn.fn, &b.hc_ffn.fn, &b.ffn.gate})
-      add(*m);
+      fn(*m);
     if (b.ratio) {
-      add(a.compressor.wkv);
-      add(a.compressor.wgate);
+      fn(a.compressor.wkv);
+      fn(a.compressor.wgate);
     }
     if (b.ratio == 4) {
       for (const MatrixView* m :
            {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate})
-        add(*m);
+        fn(*m);
     }
-    auto add_expert = [&](const ExpertWeights& e) {
-      for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) add(*m);
+    auto expert = [&](const ExpertWeights& e) {
+      for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) fn(*m);
     };
-    if (b.ffn.has_shared) add_expert(b.ffn.shared);
-    // Routed experts all have the same shapes: k of them, whichever the router picks.
-    for (int k = 0; k < c.n_activated_experts; ++k) add_expert(b.ffn.experts[0]);
+    if (b.ffn.has_shared) expert(b.ffn.shared);
+    // Routed experts all have the same shapes: the first k stand for whichever the router picks.
+    const int k = std::min<int>(cfg_.n_activated_experts, static_cast<int>(b.ffn.experts.size()));
+    for (int e = 0; e < k; ++e) expert(b.ffn.experts[e]);
+  }
+}
+
+Model::TokenCost Model::token_cost(const SequenceState& seq) const {
+  const ModelConfig& c = cfg_;
+  TokenCost tc;
+  for_each_token_matrix([&](const MatrixView& m) {
+    tc.weight_bytes += m.bytes();
+    tc.weight_macs += static_cast<double>(m.rows) * m.cols;
+  });
+  for (const MatrixView* m : {&w_->head, &w_->hc_head.fn})
+    tc.output_macs += static_cast<double>(m->rows) * m->cols;
+  tc.weight_bytes += static_cast<size_t>(c.dim) * 2;  // one embedding row
+  const int64_t pos = seq.n_past;                     // position of the next token
+  const size_t kvb = seq.kv_codec().entry_bytes(), ixb = seq.index_codec().entry_bytes();
+  for (int i = 0; i < c.n_layers; ++i) {
+    const int ratio = w_->layers[i].ratio;
     // Attention operands: the window, then the compressed entries this token may see.
     const int64_t n_win = std::min<int64_t>(pos + 1, c.window);
     int64_t n_cmp = 0;
-    if (b.ratio == 128) n_cmp = (pos + 1) / 128;
-    if (b.ratio == 4) {
+    if (ratio == 128) n_cmp = (pos + 1) / 128;
+    if (ratio == 4) {
       const int64_t n_keys = (pos + 1) / 4;
       n_cmp = std::min<int64_t>(n_keys, c.index_topk);
       tc.kv_bytes += static_cast<size_t>(n_keys) * ixb;
@@ -106,6 +114,15 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
     tc.attention_macs += 2.0 * c.n_heads * c.head_dim * static_cast<double>(n_win + n_cmp);
   }
   return tc;
+}
+
+std::vector<std::span<const uint8_t>> Model::token_weight_ranges() const {
+  std::vector<std::span<const uint8_t>> r;
+  for_each_token_matrix([&](const MatrixView& m) {
+    r.emplace_back(static_cast<const uint8_t*>(m.data), m.data_bytes());
+    if (m.scales) r.emplace_back(m.scales, m.scale_span_bytes());
+  });
+  return r;
 }
 
 SequenceState Model::new_sequence() const {

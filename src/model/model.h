@@ -13,12 +13,14 @@
 #include "kv/sequence_state.h"
 #include "model/config.h"
 #include "model/rope.h"
+#include "util/function_ref.h"
 
 namespace dsv4 {
 
 class ThreadPool;
 struct ModelWeights;
 class Checkpoint;
+struct MatrixView;
 
 struct ModelOptions {
   // Debug: keep KV entries and indexer keys in fp32 with no FP8/FP4/bf16 rounding (compares
@@ -82,6 +84,10 @@ class Model {
     double output_macs = 0;
   };
   TokenCost token_cost(const SequenceState& seq) const;
+  // The mapped checkpoint bytes (weights and scales, in place) of the matrices token_cost counts,
+  // with routed experts 0…k−1 standing for the k the router picks: what `dsv4 bench` streams to
+  // measure the bandwidth of the pages decode reads.
+  std::vector<std::span<const uint8_t>> token_weight_ranges() const;
 
   // A fresh sequence with storage as chosen by the options (native or exact).
   SequenceState new_sequence() const;
@@ -98,6 +104,8 @@ class Model {
 
  private:
   Model() = default;
+  // Every matrix one decoded token multiplies by (token_cost, token_weight_ranges).
+  void for_each_token_matrix(FunctionRef<void(const MatrixView&)> fn) const;
   ModelConfig cfg_;
   ModelOptions opts_;
   std::unique_ptr<Checkpoint> ckpt_;

@@ -18,7 +18,8 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   const auto j = nlohmann::json::parse(out);
   for (const char* k : {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s",
                         "triad_gb_s", "decode_roofline_ratio", "prefill_tok_s", "prefill_flop_s",
-                        "peak_flop_s", "prefill_peak_ratio", "rss_bytes"}) {
+                        "peak_flop_s", "prefill_peak_ratio", "rss_bytes", "weights_read_gb_s",
+                        "weights_read_bytes", "decode_weights_read_ratio"}) {
     ASSERT_TRUE(j.contains(k)) << k;
     EXPECT_GT(j[k].get<double>(), 0.0) << k;
   }
@@ -34,6 +35,11 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(),
             j["decode"][0]["bytes_per_token"].get<double>());
   EXPECT_LT(j["decode_roofline_ratio"].get<double>(), 5.0);
+  // The weights' own read covers one token's weights: all of its bytes but the KV and one
+  // embedding row.
+  const auto token_bytes = j["decode"][0]["bytes_per_token"].get<double>();
+  EXPECT_LT(j["weights_read_bytes"].get<double>(), token_bytes);
+  EXPECT_GT(j["weights_read_bytes"].get<double>(), 0.9 * token_bytes);
   // The checkpoint's resident pages are counted from its mappings (tiny/ holds ~30 MB).
   const auto resident = j["weights_resident_bytes"].get<double>();
   EXPECT_GT(resident, 1e6);

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 
@@ -76,6 +77,31 @@ TEST(Memory, CheckpointFilesAreMappedForHugePages) {
     EXPECT_NE(flags.find(" hg "), std::string::npos) << t.file << ":" << flags;
   }
   EXPECT_EQ(shards.size(), 3u);  // tiny is sharded in three files
+}
+
+// What `dsv4 bench` streams as "the pages one token reads": each range is a checkpoint tensor
+// in place (or the aligned copy the loader makes of a small misaligned one), and together they
+// hold the weight bytes token_cost counts (its weight bytes less the one embedding row, which is
+// not streamed; scale rows have no padding in tiny).
+TEST(Memory, TokenWeightRangesAreTheCountedTensorsInPlace) {
+  auto m = Model::load((shared_dir() / "golden" / "tiny").string());
+  std::multimap<size_t, const TensorInfo*> by_size;
+  for (const auto& [name, t] : m->checkpoint().tensors()) by_size.emplace(t.nbytes, &t);
+  size_t total = 0;
+  for (const auto& r : m->token_weight_ranges()) {
+    bool in_place = false, copy = false;
+    for (auto [it, end] = by_size.equal_range(r.size()); it != end; ++it) {
+      in_place |= it->second->data == r.data();
+      copy |= std::memcmp(it->second->data, r.data(), r.size()) == 0;
+    }
+    EXPECT_TRUE(in_place || copy) << "a range of " << r.size() << " bytes is no tensor";
+    total += r.size();
+  }
+  const SequenceState s = m->new_sequence();
+  const auto cost = m->token_cost(s);
+  EXPECT_EQ(total, cost.weight_bytes - static_cast<size_t>(m->config().dim) * 2);
+  // The head alone is vocab × dim BF16: the ranges are not just scales or norms.
+  EXPECT_GT(total, static_cast<size_t>(m->config().vocab_size) * m->config().dim * 2);
 }
 
 TEST(Memory, ExpertPrefetchChangesNoResult) {
