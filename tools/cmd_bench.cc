@@ -76,7 +76,13 @@ struct DecodeRow {
   int64_t depth = 0;
   Stat tok_s;
   double bytes_per_token = 0, gb_s = 0;  // GB/s: mean over the repetitions
+  // Per part of the forward pass, over all timed tokens: seconds and bytes read.
+  ForwardTimes times;
+  double part_bytes[static_cast<int>(ForwardPart::kCount)] = {};
+  double tokens = 0;
 };
+
+constexpr int kParts = static_cast<int>(ForwardPart::kCount);
 
 int run_bench(int argc, char** argv) {
   CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
@@ -125,12 +131,15 @@ int run_bench(int argc, char** argv) {
     return v;
   };
   ForwardResult res;
-  auto run = [&](SequenceState& s, const std::vector<int32_t>& ids, bool logits) {
+  auto run = [&](SequenceState& s, const std::vector<int32_t>& ids, bool logits,
+                 ForwardTimes* times = nullptr) {
     BatchItem it;
     it.seq = &s;
     it.tokens = ids;
     it.no_logits = !logits;
-    model->forward(std::span<const BatchItem>(&it, 1), pool, res);
+    ForwardOptions fo;
+    fo.times = times;
+    model->forward(std::span<const BatchItem>(&it, 1), pool, res, fo);
   };
 
   // Machine limits with the same thread count. Machines are often shared: the limits are measured
@@ -201,20 +210,22 @@ int run_bench(int argc, char** argv) {
     // are counted per token at its own depth.
     std::vector<double> rates, gbps;
     double all_bytes = 0;
+    DecodeRow r;
     for (int rep = 0; rep < reps; ++rep) {
       double bytes = 0;
       const auto t0 = Clock::now();
       for (int i = 0; i < n_gen; ++i) {
         const auto c = model->token_cost(d);
         bytes += static_cast<double>(c.weight_bytes + c.kv_bytes);
-        run(d, random_ids(1), true);
+        for (int p = 0; p < kParts; ++p) r.part_bytes[p] += static_cast<double>(c.part_bytes[p]);
+        run(d, random_ids(1), true, &r.times);
       }
       const double sec = seconds_since(t0);
       rates.push_back(n_gen / sec);
       gbps.push_back(bytes / sec / 1e9);
       all_bytes += bytes;
     }
-    DecodeRow r;
+    r.tokens = static_cast<double>(n_gen) * reps;
     r.depth = depth;
     r.tok_s = stat(rates);
     r.gb_s = stat(gbps).mean;
@@ -268,13 +279,28 @@ int run_bench(int argc, char** argv) {
     j["decode_weights_read_ratio"] = d0.gb_s / weights_read_gbps;
     j["decode"] = nlohmann::json::array();
     for (const auto& r : rows) {
+      nlohmann::ordered_json parts = nlohmann::ordered_json::array();
+      double in_parts = 0;
+      for (int p = 0; p < kParts; ++p) {
+        const double sec = r.times.seconds[p];
+        in_parts += sec;
+        parts.push_back({{"part", forward_part_name(static_cast<ForwardPart>(p))},
+                         {"ms_per_token", sec / r.tokens * 1e3},
+                         {"bytes_per_token", r.part_bytes[p] / r.tokens},
+                         {"gb_s", sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0}});
+      }
+      parts.push_back({{"part", "other"},
+                       {"ms_per_token", (r.times.total - in_parts) / r.tokens * 1e3},
+                       {"bytes_per_token", 0.0},
+                       {"gb_s", 0.0}});
       j["decode"].push_back({{"depth", r.depth},
                              {"tok_s", r.tok_s.mean},
                              {"tok_s_sd", r.tok_s.sd},
                              {"bytes_per_token", r.bytes_per_token},
                              {"gb_s", r.gb_s},
                              {"roofline_ratio", r.gb_s / read_gbps},
-                             {"weights_read_ratio", r.gb_s / weights_read_gbps}});
+                             {"weights_read_ratio", r.gb_s / weights_read_gbps},
+                             {"parts", parts}});
     }
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -312,6 +338,21 @@ int run_bench(int argc, char** argv) {
         "weights read-only\n",
         static_cast<long long>(r.depth), with_sd(r.tok_s, reps).c_str(), r.bytes_per_token / 1e9,
         r.gb_s, r.gb_s / read_gbps, r.gb_s / weights_read_gbps);
+    // Where a token's time goes: each part's share of the weights and KV, and its rate.
+    std::string line = "                      per token:";
+    double in_parts = 0;
+    for (int p = 0; p < kParts; ++p) {
+      const double sec = r.times.seconds[p];
+      in_parts += sec;
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s", p ? "," : "",
+                    forward_part_name(static_cast<ForwardPart>(p)), sec / r.tokens * 1e3,
+                    r.part_bytes[p] / r.tokens / 1e9, sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0);
+      line += buf;
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, ", other %.1f ms", (r.times.total - in_parts) / r.tokens * 1e3);
+    std::printf("%s%s\n", line.c_str(), buf);
   }
   return 0;
 }

@@ -19,50 +19,46 @@ namespace dsv4 {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-// Sum of p[0..n) with 8 independent vector accumulators (loads are the bottleneck, not adds).
-double SumRangeImpl(const float* HWY_RESTRICT p, size_t n) {
-  const hn::ScalableTag<float> d;
+// Combines the whole vectors of p[0..n) into one with `op` over 8 independent accumulators (loads
+// are the bottleneck, not op); *done = elements covered.
+template <class D, class Op>
+HWY_INLINE hn::Vec<D> Fold8(D d, const hn::TFromD<D>* HWY_RESTRICT p, size_t n, size_t* done,
+                            const Op& op) {
   const size_t N = hn::Lanes(d);
   auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   size_t i = 0;
   for (; i + 8 * N <= n; i += 8 * N) {
-    a0 = hn::Add(a0, hn::LoadU(d, p + i));
-    a1 = hn::Add(a1, hn::LoadU(d, p + i + N));
-    a2 = hn::Add(a2, hn::LoadU(d, p + i + 2 * N));
-    a3 = hn::Add(a3, hn::LoadU(d, p + i + 3 * N));
-    a4 = hn::Add(a4, hn::LoadU(d, p + i + 4 * N));
-    a5 = hn::Add(a5, hn::LoadU(d, p + i + 5 * N));
-    a6 = hn::Add(a6, hn::LoadU(d, p + i + 6 * N));
-    a7 = hn::Add(a7, hn::LoadU(d, p + i + 7 * N));
+    a0 = op(a0, hn::LoadU(d, p + i));
+    a1 = op(a1, hn::LoadU(d, p + i + N));
+    a2 = op(a2, hn::LoadU(d, p + i + 2 * N));
+    a3 = op(a3, hn::LoadU(d, p + i + 3 * N));
+    a4 = op(a4, hn::LoadU(d, p + i + 4 * N));
+    a5 = op(a5, hn::LoadU(d, p + i + 5 * N));
+    a6 = op(a6, hn::LoadU(d, p + i + 6 * N));
+    a7 = op(a7, hn::LoadU(d, p + i + 7 * N));
   }
-  a0 =
-      hn::Add(hn::Add(hn::Add(a0, a1), hn::Add(a2, a3)), hn::Add(hn::Add(a4, a5), hn::Add(a6, a7)));
-  double s = hn::GetLane(hn::SumOfLanes(d, a0));
+  *done = i;
+  return op(op(op(a0, a1), op(a2, a3)), op(op(a4, a5), op(a6, a7)));
+}
+
+// Sum of p[0..n).
+double SumRangeImpl(const float* HWY_RESTRICT p, size_t n) {
+  const hn::ScalableTag<float> d;
+  size_t i = 0;
+  const auto v = Fold8(d, p, n, &i, [](auto a, auto b) HWY_ATTR { return hn::Add(a, b); });
+  double s = hn::GetLane(hn::SumOfLanes(d, v));
   for (; i < n; ++i) s += p[i];
   return s;
 }
 
 // The same loop over bytes that are not floats (weights of any format): integer XOR, so NaN and
-// denormal bit patterns cannot slow the adds down. Loads remain the bottleneck.
+// denormal bit patterns cannot slow the adds down.
 uint64_t XorBytesImpl(const uint8_t* HWY_RESTRICT p, size_t n) {
   const hn::ScalableTag<uint8_t> d;
-  const size_t N = hn::Lanes(d);
-  auto a0 = hn::Zero(d), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   size_t i = 0;
-  for (; i + 8 * N <= n; i += 8 * N) {
-    a0 = hn::Xor(a0, hn::LoadU(d, p + i));
-    a1 = hn::Xor(a1, hn::LoadU(d, p + i + N));
-    a2 = hn::Xor(a2, hn::LoadU(d, p + i + 2 * N));
-    a3 = hn::Xor(a3, hn::LoadU(d, p + i + 3 * N));
-    a4 = hn::Xor(a4, hn::LoadU(d, p + i + 4 * N));
-    a5 = hn::Xor(a5, hn::LoadU(d, p + i + 5 * N));
-    a6 = hn::Xor(a6, hn::LoadU(d, p + i + 6 * N));
-    a7 = hn::Xor(a7, hn::LoadU(d, p + i + 7 * N));
-  }
-  a0 =
-      hn::Xor(hn::Xor(hn::Xor(a0, a1), hn::Xor(a2, a3)), hn::Xor(hn::Xor(a4, a5), hn::Xor(a6, a7)));
+  const auto v = Fold8(d, p, n, &i, [](auto a, auto b) HWY_ATTR { return hn::Xor(a, b); });
   uint64_t x = 0;
-  for (size_t k = 0; k < N; ++k) x = x * 31 + hn::ExtractLane(a0, k);
+  for (size_t k = 0; k < hn::Lanes(d); ++k) x = x * 31 + hn::ExtractLane(v, k);
   for (; i < n; ++i) x = x * 31 + p[i];
   return x;
 }

@@ -3,6 +3,7 @@
 #include "model/model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 
@@ -58,26 +59,44 @@ std::unique_ptr<Model> Model::load(const std::string& dir, const ModelOptions& o
   return m;
 }
 
-void Model::for_each_token_matrix(FunctionRef<void(const MatrixView&)> fn) const {
-  fn(w_->head);
-  fn(w_->hc_head.fn);
+const char* forward_part_name(ForwardPart p) {
+  switch (p) {
+    case ForwardPart::kMhc:
+      return "mHC";
+    case ForwardPart::kAttention:
+      return "attention";
+    case ForwardPart::kMoe:
+      return "MoE";
+    case ForwardPart::kHead:
+      return "LM head";
+    case ForwardPart::kCount:
+      break;
+  }
+  return "?";
+}
+
+void Model::for_each_token_matrix(FunctionRef<void(const MatrixView&, ForwardPart)> fn) const {
+  using P = ForwardPart;
+  fn(w_->head, P::kHead);
+  fn(w_->hc_head.fn, P::kHead);
   for (int i = 0; i < cfg_.n_layers; ++i) {
     const BlockWeights& b = w_->layers[i];
     const AttentionWeights& a = b.attn;
-    for (const MatrixView* m :
-         {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b, &b.hc_attn.fn, &b.hc_ffn.fn, &b.ffn.gate})
-      fn(*m);
+    fn(b.hc_attn.fn, P::kMhc);
+    fn(b.hc_ffn.fn, P::kMhc);
+    for (const MatrixView* m : {&a.wq_a, &a.wq_b, &a.wkv, &a.wo_a, &a.wo_b}) fn(*m, P::kAttention);
     if (b.ratio) {
-      fn(a.compressor.wkv);
-      fn(a.compressor.wgate);
+      fn(a.compressor.wkv, P::kAttention);
+      fn(a.compressor.wgate, P::kAttention);
     }
     if (b.ratio == 4) {
       for (const MatrixView* m :
            {&a.idx_wq_b, &a.idx_weights_proj, &a.idx_compressor.wkv, &a.idx_compressor.wgate})
-        fn(*m);
+        fn(*m, P::kAttention);
     }
+    fn(b.ffn.gate, P::kMoe);
     auto expert = [&](const ExpertWeights& e) {
-      for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) fn(*m);
+      for (const MatrixView* m : {&e.w1, &e.w2, &e.w3}) fn(*m, P::kMoe);
     };
     if (b.ffn.has_shared) expert(b.ffn.shared);
     // Routed experts all have the same shapes: the first k stand for whichever the router picks.
@@ -89,8 +108,9 @@ void Model::for_each_token_matrix(FunctionRef<void(const MatrixView&)> fn) const
 Model::TokenCost Model::token_cost(const SequenceState& seq) const {
   const ModelConfig& c = cfg_;
   TokenCost tc;
-  for_each_token_matrix([&](const MatrixView& m) {
+  for_each_token_matrix([&](const MatrixView& m, ForwardPart p) {
     tc.weight_bytes += m.bytes();
+    tc.part_bytes[static_cast<int>(p)] += m.bytes();
     tc.weight_macs += static_cast<double>(m.rows) * m.cols;
   });
   for (const MatrixView* m : {&w_->head, &w_->hc_head.fn})
@@ -108,9 +128,12 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
       const int64_t n_keys = (pos + 1) / 4;
       n_cmp = std::min<int64_t>(n_keys, c.index_topk);
       tc.kv_bytes += static_cast<size_t>(n_keys) * ixb;
+      tc.part_bytes[static_cast<int>(ForwardPart::kAttention)] += static_cast<size_t>(n_keys) * ixb;
       tc.attention_macs += static_cast<double>(n_keys) * c.index_n_heads * c.index_head_dim;
     }
     tc.kv_bytes += static_cast<size_t>(n_win + n_cmp) * kvb;
+    tc.part_bytes[static_cast<int>(ForwardPart::kAttention)] +=
+        static_cast<size_t>(n_win + n_cmp) * kvb;
     tc.attention_macs += 2.0 * c.n_heads * c.head_dim * static_cast<double>(n_win + n_cmp);
   }
   return tc;
@@ -118,7 +141,7 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
 
 std::vector<std::span<const uint8_t>> Model::token_weight_ranges() const {
   std::vector<std::span<const uint8_t>> r;
-  for_each_token_matrix([&](const MatrixView& m) {
+  for_each_token_matrix([&](const MatrixView& m, ForwardPart) {
     r.emplace_back(static_cast<const uint8_t*>(m.data), m.data_bytes());
     if (m.scales) r.emplace_back(m.scales, m.scale_span_bytes());
   });
@@ -135,8 +158,31 @@ SequenceState Model::new_sequence() const {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
+// Adds the wall time of its scope to one part of `times`, if there is one.
+class PartTimer {
+ public:
+  PartTimer(ForwardTimes* times, ForwardPart part) : times_(times), part_(part) {
+    if (times_) t0_ = Clock::now();
+  }
+  ~PartTimer() {
+    if (times_)
+      times_->seconds[static_cast<int>(part_)] +=
+          std::chrono::duration<double>(Clock::now() - t0_).count();
+  }
+  PartTimer(const PartTimer&) = delete;
+  PartTimer& operator=(const PartTimer&) = delete;
+
+ private:
+  ForwardTimes* times_;
+  ForwardPart part_;
+  Clock::time_point t0_;
+};
+
 // One block: h [N, hc, D] is updated in place.
-void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, float* h) {
+void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, float* h,
+               ForwardTimes* times) {
   const ModelConfig& cfg = ctx.cfg;
   const size_t N = ctx.n_rows, D = cfg.dim;
   const int hc = cfg.hc_mult;
@@ -147,16 +193,29 @@ void run_block(const ForwardContext& ctx, const BlockWeights& bw, int layer, flo
   float* post = workspace<struct HcPostTag>(N * hc);
   float* comb = workspace<struct HcCombTag>(N * hc * hc);
 
-  hc_pre(cfg, bw.hc_attn, h, N, x, post, comb, ctx.pool);
-  for (size_t t = 0; t < N; ++t)
-    rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
-  attention_forward(ctx, bw, layer, x, y);
-  hc_post(cfg, y, post, comb, N, h, ctx.pool);
-
-  hc_pre(cfg, bw.hc_ffn, h, N, x, post, comb, ctx.pool);
-  for (size_t t = 0; t < N; ++t)
-    rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
-  moe_forward(ctx, bw, x, y);
+  using P = ForwardPart;
+  {
+    PartTimer pt(times, P::kMhc);
+    hc_pre(cfg, bw.hc_attn, h, N, x, post, comb, ctx.pool);
+    for (size_t t = 0; t < N; ++t)
+      rms_norm(&x[t * D], bw.attn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  }
+  {
+    PartTimer pt(times, P::kAttention);
+    attention_forward(ctx, bw, layer, x, y);
+  }
+  {
+    PartTimer pt(times, P::kMhc);
+    hc_post(cfg, y, post, comb, N, h, ctx.pool);
+    hc_pre(cfg, bw.hc_ffn, h, N, x, post, comb, ctx.pool);
+    for (size_t t = 0; t < N; ++t)
+      rms_norm(&x[t * D], bw.ffn_norm.data(), D, cfg.norm_eps, &x[t * D]);
+  }
+  {
+    PartTimer pt(times, P::kMoe);
+    moe_forward(ctx, bw, x, y);
+  }
+  PartTimer pt(times, P::kMhc);
   hc_post(cfg, y, post, comb, N, h, ctx.pool);
 }
 
@@ -188,6 +247,7 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
                     const ForwardOptions& fopts) const {
   const ModelConfig& c = cfg_;
   const size_t D = c.dim, W = static_cast<size_t>(c.hc_mult) * D;
+  const auto t_start = Clock::now();
   // Per-thread buffers kept from step to step (model/workspace.h): a decode step allocates
   // nothing once they have grown.
   auto& spans = workspace_vector<struct SpansTag, SeqSpan>();
@@ -221,7 +281,7 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
   ForwardContext ctx{c, pool, spans, ids.data(), N, rope_plain_, rope_comp_, prefetch_experts_};
   out.layer_rms.clear();
   for (int i = 0; i < c.n_layers; ++i) {
-    run_block(ctx, w_->layers[i], i, h);
+    run_block(ctx, w_->layers[i], i, h, fopts.times);
     if (fopts.record_layer_rms) {
       out.layer_rms.emplace_back(N);
       for (size_t t = 0; t < N; ++t) out.layer_rms.back()[t] = stream_rms(&h[t * W], W);
@@ -245,7 +305,10 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
     if (it.want_hidden) n_hidden += sp.end - sp.begin;
   }
   out.logits.resize(rows.size() * c.vocab_size);
-  lm_head(c, w_->hc_head, w_->norm, w_->head, h, rows, pool, out.logits.data());
+  {
+    PartTimer pt(fopts.times, ForwardPart::kHead);
+    lm_head(c, w_->hc_head, w_->norm, w_->head, h, rows, pool, out.logits.data());
+  }
   out.hidden.resize(n_hidden * W);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!batch[i].want_hidden) continue;
@@ -253,6 +316,8 @@ void Model::forward(std::span<const BatchItem> batch, ThreadPool& pool, ForwardR
               out.hidden.begin() + out.first_hidden[i] * W);
   }
   for (const BatchItem& it : batch) it.seq->n_past += static_cast<int64_t>(it.tokens.size());
+  if (fopts.times)
+    fopts.times->total += std::chrono::duration<double>(Clock::now() - t_start).count();
 }
 
 void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const int32_t> next_ids,
@@ -292,7 +357,7 @@ void Model::forward_mtp(SequenceState& seq, const float* hidden, std::span<const
   spans.assign(1, SeqSpan{&seq, 0, N, seq.mtp_n_past});
   ForwardContext ctx{c, pool,        spans,      next_ids.data(),
                      N, rope_plain_, rope_comp_, prefetch_experts_};
-  run_block(ctx, m.block, c.n_layers, h);
+  run_block(ctx, m.block, c.n_layers, h, nullptr);
   rows.resize(N);
   for (size_t t = 0; t < N; ++t) rows[t] = t;
   logits.resize(N * c.vocab_size);

@@ -56,8 +56,27 @@ struct ForwardResult {
   std::vector<std::vector<float>> layer_rms;
 };
 
+// The parts of a forward pass that `dsv4 bench` times and counts bytes for, one by one.
+enum class ForwardPart {
+  kMhc,        // hc_pre / hc_post of every block and the RMSNorms between (mixer weights)
+  kAttention,  // projections, compressors, indexer, KV, sparse attention, output projection
+  kMoe,        // router, shared expert and the routed experts
+  kHead,       // hc_head, the final norm and the LM head
+  kCount
+};
+const char* forward_part_name(ForwardPart p);
+
+// Wall-clock seconds per part, added up over forward calls; `total` is whole calls, so what is in
+// none of the parts (embedding, gathering outputs) is total minus their sum. Timed on the calling
+// thread around each part (~20 clock reads per layer).
+struct ForwardTimes {
+  double seconds[static_cast<int>(ForwardPart::kCount)] = {};
+  double total = 0;
+};
+
 struct ForwardOptions {
   bool record_layer_rms = false;
+  ForwardTimes* times = nullptr;  // when set, each part's time is added here
 };
 
 class Model {
@@ -78,6 +97,8 @@ class Model {
   // every indexer key scored), and multiply-adds (weights + attention + indexer scoring).
   struct TokenCost {
     size_t weight_bytes = 0, kv_bytes = 0;
+    // weight_bytes and kv_bytes by the part that reads them (the embedding row is in none).
+    size_t part_bytes[static_cast<int>(ForwardPart::kCount)] = {};
     double weight_macs = 0, attention_macs = 0;
     // Part of weight_macs spent on the output (hc_head + LM head): only rows that return logits
     // pay it (in a prefill, usually just the last one).
@@ -105,7 +126,7 @@ class Model {
  private:
   Model() = default;
   // Every matrix one decoded token multiplies by (token_cost, token_weight_ranges).
-  void for_each_token_matrix(FunctionRef<void(const MatrixView&)> fn) const;
+  void for_each_token_matrix(FunctionRef<void(const MatrixView&, ForwardPart)> fn) const;
   ModelConfig cfg_;
   ModelOptions opts_;
   std::unique_ptr<Checkpoint> ckpt_;

@@ -40,6 +40,25 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   const auto token_bytes = j["decode"][0]["bytes_per_token"].get<double>();
   EXPECT_LT(j["weights_read_bytes"].get<double>(), token_bytes);
   EXPECT_GT(j["weights_read_bytes"].get<double>(), 0.9 * token_bytes);
+  // Each depth splits its token into the parts of the forward pass: their bytes are the token's
+  // (all but one embedding row), their times add up to about the token's time.
+  for (const auto& row : j["decode"]) {
+    const auto& parts = row["parts"];
+    ASSERT_EQ(parts.size(), 5u);
+    EXPECT_EQ(parts[4]["part"].get<std::string>(), "other");
+    double ms = 0, bytes = 0;
+    for (const auto& p : parts) {
+      EXPECT_GE(p["ms_per_token"].get<double>(), -0.01) << p.dump();
+      ms += p["ms_per_token"].get<double>();
+      bytes += p["bytes_per_token"].get<double>();
+    }
+    for (int i = 0; i < 4; ++i) EXPECT_GT(parts[i]["bytes_per_token"].get<double>(), 0.0);
+    EXPECT_LT(bytes, row["bytes_per_token"].get<double>());
+    EXPECT_GT(bytes, 0.99 * row["bytes_per_token"].get<double>());
+    const double token_ms = 1e3 / row["tok_s"].get<double>();
+    EXPECT_GT(ms, 0.5 * token_ms);
+    EXPECT_LT(ms, 1.5 * token_ms);
+  }
   // The checkpoint's resident pages are counted from its mappings (tiny/ holds ~30 MB).
   const auto resident = j["weights_resident_bytes"].get<double>();
   EXPECT_GT(resident, 1e6);

@@ -54,6 +54,34 @@ std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t 
   return all;
 }
 
+// Timing the parts of the forward pass (dsv4 bench) changes no logit, and every part takes time.
+TEST(Consistency, TimingThePartsChangesNoLogit) {
+  const GoldenRun r = find_run("tiny", "long");
+  auto m = load(r, /*exact=*/false);
+  std::vector<float> logits[2];
+  ForwardTimes times;
+  for (int timed = 0; timed < 2; ++timed) {
+    SequenceState s = m->new_sequence();
+    BatchItem it;
+    it.seq = &s;
+    it.tokens = r.ids;
+    it.all_logits = true;
+    ForwardOptions fo;
+    fo.times = timed ? &times : nullptr;
+    ForwardResult res;
+    m->forward(std::span<const BatchItem>(&it, 1), pool(), res, fo);
+    logits[timed] = res.logits;
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  EXPECT_EQ(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)), 0);
+  double parts = 0;
+  for (double t : times.seconds) {
+    EXPECT_GT(t, 0.0);
+    parts += t;
+  }
+  EXPECT_LE(parts, times.total);
+}
+
 TEST(Consistency, ChunkedPrefillMatchesReferenceB) {
   const GoldenRun r = find_run("tiny", "long");
   auto m = load(r, /*exact=*/true);

@@ -100,6 +100,9 @@ TEST(Memory, TokenWeightRangesAreTheCountedTensorsInPlace) {
   const SequenceState s = m->new_sequence();
   const auto cost = m->token_cost(s);
   EXPECT_EQ(total, cost.weight_bytes - static_cast<size_t>(m->config().dim) * 2);
+  size_t by_part = 0;
+  for (size_t b : cost.part_bytes) by_part += b;
+  EXPECT_EQ(by_part, total + cost.kv_bytes);
   // The head alone is vocab × dim BF16: the ranges are not just scales or norms.
   EXPECT_GT(total, static_cast<size_t>(m->config().vocab_size) * m->config().dim * 2);
 }
