@@ -321,8 +321,9 @@ int run_bench(int argc, char** argv) {
       "  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n",
       read_gbps, triad_gbps, peak_flops / 1e9);
   std::printf(
-      "  weights read-only   %.1f GB/s over the %.3f GB of checkpoint pages one token reads\n",
-      weights_read_gbps, token_range_bytes / 1e9);
+      "  weights read-only   %.1f GB/s = %.2f of read-only, over the %.3f GB of checkpoint pages "
+      "one token reads\n",
+      weights_read_gbps, weights_read_gbps / read_gbps, token_range_bytes / 1e9);
   std::printf("  prefill %5d tok   %s tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
               n_prompt, with_sd(prefill, reps).c_str(), prefill_flops / n_prompt / 1e9,
               prefill_flop_s / 1e9, prefill_flop_s / peak_flops);
