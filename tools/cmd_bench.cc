@@ -11,6 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "command.h"
 #include "gen_common.h"
@@ -83,6 +85,25 @@ struct DecodeRow {
 };
 
 constexpr int kParts = static_cast<int>(ForwardPart::kCount);
+
+// One part of a decoded token, per token: time, bytes read and their rate; "other" (the time in
+// no part) comes last, with no bytes.
+struct PartRow {
+  const char* name;
+  double ms, bytes, gb_s;
+};
+std::vector<PartRow> part_rows(const DecodeRow& r) {
+  std::vector<PartRow> v;
+  double in_parts = 0;
+  for (int p = 0; p < kParts; ++p) {
+    const double sec = r.times.seconds[p];
+    in_parts += sec;
+    v.push_back({forward_part_name(static_cast<ForwardPart>(p)), sec / r.tokens * 1e3,
+                 r.part_bytes[p] / r.tokens, sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0});
+  }
+  v.push_back({"other", (r.times.total - in_parts) / r.tokens * 1e3, 0.0, 0.0});
+  return v;
+}
 
 int run_bench(int argc, char** argv) {
   CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
@@ -280,19 +301,11 @@ int run_bench(int argc, char** argv) {
     j["decode"] = nlohmann::json::array();
     for (const auto& r : rows) {
       nlohmann::ordered_json parts = nlohmann::ordered_json::array();
-      double in_parts = 0;
-      for (int p = 0; p < kParts; ++p) {
-        const double sec = r.times.seconds[p];
-        in_parts += sec;
-        parts.push_back({{"part", forward_part_name(static_cast<ForwardPart>(p))},
-                         {"ms_per_token", sec / r.tokens * 1e3},
-                         {"bytes_per_token", r.part_bytes[p] / r.tokens},
-                         {"gb_s", sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0}});
-      }
-      parts.push_back({{"part", "other"},
-                       {"ms_per_token", (r.times.total - in_parts) / r.tokens * 1e3},
-                       {"bytes_per_token", 0.0},
-                       {"gb_s", 0.0}});
+      for (const PartRow& p : part_rows(r))
+        parts.push_back({{"part", p.name},
+                         {"ms_per_token", p.ms},
+                         {"bytes_per_token", p.bytes},
+                         {"gb_s", p.gb_s}});
       j["decode"].push_back({{"depth", r.depth},
                              {"tok_s", r.tok_s.mean},
                              {"tok_s_sd", r.tok_s.sd},
@@ -341,19 +354,16 @@ int run_bench(int argc, char** argv) {
         r.gb_s, r.gb_s / read_gbps, r.gb_s / weights_read_gbps);
     // Where a token's time goes: each part's share of the weights and KV, and its rate.
     std::string line = "                      per token:";
-    double in_parts = 0;
-    for (int p = 0; p < kParts; ++p) {
-      const double sec = r.times.seconds[p];
-      in_parts += sec;
+    for (const PartRow& p : part_rows(r)) {
       char buf[160];
-      std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s", p ? "," : "",
-                    forward_part_name(static_cast<ForwardPart>(p)), sec / r.tokens * 1e3,
-                    r.part_bytes[p] / r.tokens / 1e9, sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0);
+      if (p.bytes > 0)
+        std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s",
+                      line.back() == ':' ? "" : ",", p.name, p.ms, p.bytes / 1e9, p.gb_s);
+      else
+        std::snprintf(buf, sizeof buf, ", %s %.1f ms", p.name, p.ms);
       line += buf;
     }
-    char buf[64];
-    std::snprintf(buf, sizeof buf, ", other %.1f ms", (r.times.total - in_parts) / r.tokens * 1e3);
-    std::printf("%s%s\n", line.c_str(), buf);
+    std::printf("%s\n", line.c_str());
   }
   return 0;
 }

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -169,33 +171,45 @@ double measure_read_gbps_over(ThreadPool& pool, std::span<const std::span<const 
   if (total == 0) return 0;
   constexpr size_t kLine = 64;
   // Thread shares are contiguous in the concatenation, as the GEMV's rows are in a matrix.
-  auto read_share = [&](size_t b, size_t e) {
+  // Returns the pieces' checksum and adds the bytes it read to *read.
+  auto read_share = [&](size_t b, size_t e, size_t* read) {
     const size_t lo = b * kLine, hi = std::min(e * kLine, total);
     size_t i =
         static_cast<size_t>(std::upper_bound(start.begin(), start.end(), lo) - start.begin()) - 1;
     uint64_t x = 0;
     for (size_t at = lo; at < hi; ++i) {
       const size_t end = std::min(hi, start[i + 1]);
-      x ^= HWY_DYNAMIC_DISPATCH(XorBytesImpl)(ranges[i].data() + (at - start[i]), end - at);
+      x += HWY_DYNAMIC_DISPATCH(XorBytesImpl)(ranges[i].data() + (at - start[i]), end - at);
+      *read += end - at;
       at = end;
     }
     return x;
   };
   const size_t lines = (total + kLine - 1) / kLine;
   std::vector<uint64_t> partial(pool.size(), 0);
+  std::vector<size_t> read(pool.size(), 0);
   auto pass = [&] {
     pool.parallel_for(
-        lines, [&](size_t b, size_t e, int t) { partial[t] ^= read_share(b, e); }, 1024);
+        lines, [&](size_t b, size_t e, int t) { partial[t] += read_share(b, e, &read[t]); }, 1024);
   };
   pass();  // untimed: pages not yet mapped into this process are faulted in here
   double best = 1e30;
-  for (int p = 0; p < std::max(passes, 1); ++p) {
+  const int timed = std::max(passes, 1);
+  for (int p = 0; p < timed; ++p) {
     const auto t0 = Clock::now();
     pass();
     best = std::min(best, seconds_since(t0));
   }
   uint64_t x = 0;
-  for (uint64_t v : partial) x ^= v;
+  size_t bytes = 0;
+  for (int t = 0; t < pool.size(); ++t) {
+    x += partial[t];
+    bytes += read[t];
+  }
+  // Every pass covers every byte exactly once, or the rate below would be wrong.
+  if (bytes != total * static_cast<size_t>(timed + 1))
+    throw std::logic_error("measure_read_gbps_over: read " + std::to_string(bytes) +
+                           " bytes, expected " + std::to_string(total * (timed + 1)));
   g_sink = static_cast<double>(x);
   return static_cast<double>(total) / best / 1e9;
 }

@@ -100,8 +100,7 @@ void Model::for_each_token_matrix(FunctionRef<void(const MatrixView&, ForwardPar
     };
     if (b.ffn.has_shared) expert(b.ffn.shared);
     // Routed experts all have the same shapes: the first k stand for whichever the router picks.
-    const int k = std::min<int>(cfg_.n_activated_experts, static_cast<int>(b.ffn.experts.size()));
-    for (int e = 0; e < k; ++e) expert(b.ffn.experts[e]);
+    for (int e = 0; e < cfg_.n_activated_experts; ++e) expert(b.ffn.experts[e]);
   }
 }
 
@@ -128,14 +127,12 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
       const int64_t n_keys = (pos + 1) / 4;
       n_cmp = std::min<int64_t>(n_keys, c.index_topk);
       tc.kv_bytes += static_cast<size_t>(n_keys) * ixb;
-      tc.part_bytes[static_cast<int>(ForwardPart::kAttention)] += static_cast<size_t>(n_keys) * ixb;
       tc.attention_macs += static_cast<double>(n_keys) * c.index_n_heads * c.index_head_dim;
     }
     tc.kv_bytes += static_cast<size_t>(n_win + n_cmp) * kvb;
-    tc.part_bytes[static_cast<int>(ForwardPart::kAttention)] +=
-        static_cast<size_t>(n_win + n_cmp) * kvb;
     tc.attention_macs += 2.0 * c.n_heads * c.head_dim * static_cast<double>(n_win + n_cmp);
   }
+  tc.part_bytes[static_cast<int>(ForwardPart::kAttention)] += tc.kv_bytes;  // all KV is attention's
   return tc;
 }
 
