@@ -91,17 +91,19 @@ constexpr int kParts = static_cast<int>(ForwardPart::kCount);
 struct PartRow {
   const char* name;
   double ms, bytes, gb_s;
+  double pages_gb_s;  // the read-only sum over this part's weight pages; 0 for "other"
 };
-std::vector<PartRow> part_rows(const DecodeRow& r) {
+std::vector<PartRow> part_rows(const DecodeRow& r, const double (&pages_gbps)[kParts]) {
   std::vector<PartRow> v;
   double in_parts = 0;
   for (int p = 0; p < kParts; ++p) {
     const double sec = r.times.seconds[p];
     in_parts += sec;
     v.push_back({forward_part_name(static_cast<ForwardPart>(p)), sec / r.tokens * 1e3,
-                 r.part_bytes[p] / r.tokens, sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0});
+                 r.part_bytes[p] / r.tokens, sec > 0 ? r.part_bytes[p] / sec / 1e9 : 0.0,
+                 pages_gbps[p]});
   }
-  v.push_back({"other", (r.times.total - in_parts) / r.tokens * 1e3, 0.0, 0.0});
+  v.push_back({"other", (r.times.total - in_parts) / r.tokens * 1e3, 0.0, 0.0, 0.0});
   return v;
 }
 
@@ -264,6 +266,12 @@ int run_bench(int argc, char** argv) {
   size_t token_range_bytes = 0;
   for (const auto& r : token_ranges) token_range_bytes += r.size();
   const double weights_read_gbps = measure_read_gbps_over(pool, token_ranges, 5);
+  // And over each part's pages alone: a part's GB/s divided by its own pages' rate says how much
+  // of its time is the engine's and how much is where its pages lie.
+  double part_pages_gbps[kParts] = {};
+  for (int p = 0; p < kParts; ++p)
+    part_pages_gbps[p] =
+        measure_read_gbps_over(pool, model->token_weight_ranges(static_cast<ForwardPart>(p)), 5);
   const DecodeRow& d0 = rows.front();
 
   if (json_out) {
@@ -301,11 +309,17 @@ int run_bench(int argc, char** argv) {
     j["decode"] = nlohmann::json::array();
     for (const auto& r : rows) {
       nlohmann::ordered_json parts = nlohmann::ordered_json::array();
-      for (const PartRow& p : part_rows(r))
-        parts.push_back({{"part", p.name},
-                         {"ms_per_token", p.ms},
-                         {"bytes_per_token", p.bytes},
-                         {"gb_s", p.gb_s}});
+      for (const PartRow& p : part_rows(r, part_pages_gbps)) {
+        nlohmann::ordered_json o = {{"part", p.name},
+                                    {"ms_per_token", p.ms},
+                                    {"bytes_per_token", p.bytes},
+                                    {"gb_s", p.gb_s}};
+        if (p.pages_gb_s > 0) {
+          o["pages_read_gb_s"] = p.pages_gb_s;
+          o["pages_read_ratio"] = p.gb_s / p.pages_gb_s;
+        }
+        parts.push_back(o);
+      }
       j["decode"].push_back({{"depth", r.depth},
                              {"tok_s", r.tok_s.mean},
                              {"tok_s_sd", r.tok_s.sd},
@@ -354,11 +368,12 @@ int run_bench(int argc, char** argv) {
         r.gb_s, r.gb_s / read_gbps, r.gb_s / weights_read_gbps);
     // Where a token's time goes: each part's share of the weights and KV, and its rate.
     std::string line = "                      per token:";
-    for (const PartRow& p : part_rows(r)) {
-      char buf[160];
+    for (const PartRow& p : part_rows(r, part_pages_gbps)) {
+      char buf[200];
       if (p.bytes > 0)
-        std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s",
-                      line.back() == ':' ? "" : ",", p.name, p.ms, p.bytes / 1e9, p.gb_s);
+        std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s (%.2f of its pages' %.1f)",
+                      line.back() == ':' ? "" : ",", p.name, p.ms, p.bytes / 1e9, p.gb_s,
+                      p.gb_s / p.pages_gb_s, p.pages_gb_s);
       else
         std::snprintf(buf, sizeof buf, ", %s %.1f ms", p.name, p.ms);
       line += buf;

@@ -136,9 +136,11 @@ Model::TokenCost Model::token_cost(const SequenceState& seq) const {
   return tc;
 }
 
-std::vector<std::span<const uint8_t>> Model::token_weight_ranges() const {
+std::vector<std::span<const uint8_t>> Model::token_weight_ranges(
+    std::optional<ForwardPart> part) const {
   std::vector<std::span<const uint8_t>> r;
-  for_each_token_matrix([&](const MatrixView& m, ForwardPart) {
+  for_each_token_matrix([&](const MatrixView& m, ForwardPart p) {
+    if (part && p != *part) return;
     r.emplace_back(static_cast<const uint8_t*>(m.data), m.data_bytes());
     if (m.scales) r.emplace_back(m.scales, m.scale_span_bytes());
   });

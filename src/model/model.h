@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -107,8 +108,9 @@ class Model {
   TokenCost token_cost(const SequenceState& seq) const;
   // The mapped checkpoint bytes (weights and scales, in place) of the matrices token_cost counts,
   // with routed experts 0…k−1 standing for the k the router picks: what `dsv4 bench` streams to
-  // measure the bandwidth of the pages decode reads.
-  std::vector<std::span<const uint8_t>> token_weight_ranges() const;
+  // measure the bandwidth of the pages decode reads. With `part`, only that part's matrices.
+  std::vector<std::span<const uint8_t>> token_weight_ranges(
+      std::optional<ForwardPart> part = std::nullopt) const;
 
   // A fresh sequence with storage as chosen by the options (native or exact).
   SequenceState new_sequence() const;

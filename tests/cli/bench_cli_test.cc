@@ -52,7 +52,14 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
       ms += p["ms_per_token"].get<double>();
       bytes += p["bytes_per_token"].get<double>();
     }
-    for (int i = 0; i < 4; ++i) EXPECT_GT(parts[i]["bytes_per_token"].get<double>(), 0.0);
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_GT(parts[i]["bytes_per_token"].get<double>(), 0.0);
+      // Each part next to the read-only rate of its own weight pages.
+      EXPECT_GT(parts[i]["pages_read_gb_s"].get<double>(), 0.0) << parts[i].dump();
+      EXPECT_NEAR(parts[i]["pages_read_ratio"].get<double>(),
+                  parts[i]["gb_s"].get<double>() / parts[i]["pages_read_gb_s"].get<double>(), 1e-9);
+    }
+    EXPECT_FALSE(parts[4].contains("pages_read_gb_s"));
     EXPECT_LT(bytes, row["bytes_per_token"].get<double>());
     EXPECT_GT(bytes, 0.99 * row["bytes_per_token"].get<double>());
     const double token_ms = 1e3 / row["tok_s"].get<double>();

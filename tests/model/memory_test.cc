@@ -105,6 +105,18 @@ TEST(Memory, TokenWeightRangesAreTheCountedTensorsInPlace) {
   EXPECT_EQ(by_part, total + cost.kv_bytes);
   // The head alone is vocab × dim BF16: the ranges are not just scales or norms.
   EXPECT_GT(total, static_cast<size_t>(m->config().vocab_size) * m->config().dim * 2);
+  // One part's ranges are that part's weight bytes (attention's also count the KV it reads), and
+  // the parts' ranges together are all of them.
+  size_t parts_total = 0;
+  for (int p = 0; p < static_cast<int>(ForwardPart::kCount); ++p) {
+    size_t part = 0;
+    for (const auto& r : m->token_weight_ranges(static_cast<ForwardPart>(p))) part += r.size();
+    const size_t kv = static_cast<ForwardPart>(p) == ForwardPart::kAttention ? cost.kv_bytes : 0;
+    EXPECT_EQ(part + kv, cost.part_bytes[p]) << forward_part_name(static_cast<ForwardPart>(p));
+    EXPECT_GT(part, 0u) << forward_part_name(static_cast<ForwardPart>(p));
+    parts_total += part;
+  }
+  EXPECT_EQ(parts_total, total);
 }
 
 TEST(Memory, ExpertPrefetchChangesNoResult) {
