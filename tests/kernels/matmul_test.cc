@@ -352,6 +352,35 @@ TEST(Matmul, FewRowsManyTokensAndUnpackedX) {
 
 // Every SIMD target Highway compiled into this binary (EMU128/SSSE3/SSE4/AVX2/AVX3 as far as
 // this CPU supports them) against the scalar reference, so the fallbacks used elsewhere run here.
+// A single token over FP4 rows of V4's expert widths takes a GEMV with the row length fixed at
+// compile time: on every target, wide and narrow register blocks, from a row inside the matrix, it
+// gives the reference's values and the GEMM's bits.
+TEST(Matmul, Fp4ExpertWidthsGemvMatchesGemmOnEveryTarget) {
+  ThreadPool pool(2);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    uint32_t seed = 300;
+    for (size_t cols : {size_t{2048}, size_t{3072}, size_t{4096}, size_t{7168}}) {
+      const size_t rows = 2 * 8 + 4 + 3 + 5;  // blocks of 8 and 4 rows, single rows; a slice at 5
+      TestMatrix m = make_matrix(WeightFormat::kFp4Block32, rows, cols, seed++);
+      const MatrixView v = m.view.row_slice(5, rows - 5);
+      const std::string name =
+          std::string(hwy::TargetName(target)) + " fp4 K=" + std::to_string(cols);
+      check_against_reference(v, 1, &pool, seed++, false, name);
+      std::vector<float> x = random_x(1, cols, seed++), gemm(v.rows), gemv(v.rows);
+      matmul_simd(v, x.data(), cols, 1, gemm.data(), v.rows, nullptr, true);
+      for (bool narrow : {false, true})
+        for (ThreadPool* p : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+          std::fill(gemv.begin(), gemv.end(), 0.0f);
+          matmul_simd(v, x.data(), cols, 1, gemv.data(), v.rows, p, false, narrow);
+          ASSERT_EQ(0, std::memcmp(gemv.data(), gemm.data(), gemv.size() * 4))
+              << name << (narrow ? " narrow" : " wide") << (p ? " 2 threads" : " 1 thread");
+        }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 TEST(Matmul, EverySimdTargetMatchesReference) {
   const std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
   ASSERT_FALSE(targets.empty());
