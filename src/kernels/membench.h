@@ -24,10 +24,11 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5,
 // Read-only bandwidth over memory already mapped (e.g. Model::token_weight_ranges()), in place,
 // GB/s: the loop of measure_read_gbps (integer lanes, since weights are not floats) with the
 // concatenated ranges split into one contiguous share per thread; an untimed pass first, then best
-// of `passes`. Physical memory need not be uniform, so a fresh buffer need not read like the pages
-// decode streams: on the 2-vCPU VM this project is developed on, four 1 GiB buffers mapped one
-// after the other read at 48, 56, 72 and 41 GB/s, each the same pass after pass (a throwaway probe,
-// not in the repository; likely the guest's memory spread over the host's NUMA nodes). Throws
+// of `passes`, each started with the ranges flushed from the caches (as decode finds them).
+// Physical memory need not be uniform, so a fresh buffer need not read like the pages decode
+// streams: on the 2-vCPU VM this project is developed on, four 1 GiB buffers mapped one after the
+// other read at 48, 56, 72 and 41 GB/s, each the same pass after pass (a throwaway probe, not in
+// the repository; likely the guest's memory spread over the host's NUMA nodes). Throws
 // std::logic_error if a pass did not read every byte exactly once.
 double measure_read_gbps_over(ThreadPool& pool, std::span<const std::span<const uint8_t>> ranges,
                               int passes = 3);
