@@ -1,10 +1,12 @@
 // The small per-token kernels around the matrix products, at V4-Flash shapes (spec §2): RMSNorm,
-// RoPE, the indexer's Hadamard rotation, mHC's mix-in (hc_pre, with its Sinkhorn normalisation)
-// and write-back (hc_post), the compressor's gated pooling, and the KV cache codec. Separate from
+// RoPE, the indexer's Hadamard rotation, attention's softmax with the sink, the experts' clamped
+// SwiGLU, mHC's mix-in (hc_pre, with its Sinkhorn normalisation) and write-back (hc_post), the
+// compressor's gated pooling, and the KV cache codec. Separate from
 // the tests; run by hand:
 //   ./build/model_ops_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -173,9 +175,38 @@ void BM_KvCodec(benchmark::State& state) {
   count_floats(state, static_cast<double>(dim));
 }
 
+// Attention's softmax with the sink for one head over range(0) entries (128: the window alone;
+// 640: a CSA layer's window + top-512; 8320: an HCA layer at 1M tokens).
+void BM_SoftmaxWithSink(benchmark::State& state) {
+  const size_t n = static_cast<size_t>(state.range(0));
+  const auto src = random_floats(n, 19, 30.0f);
+  std::vector<float> z(n);
+  for (auto _ : state) {
+    std::copy(src.begin(), src.end(), z.begin());
+    dsv4::softmax_with_sink(z.data(), n, 0.0441941738f, 0.5f);
+    benchmark::DoNotOptimize(z.data());
+  }
+  count_floats(state, static_cast<double>(n));
+}
+
+// One token's activation of a routed expert (moe_inter_dim 2048), clamp at 10.
+void BM_SwigluClamp(benchmark::State& state) {
+  constexpr size_t kInter = 2048;
+  const auto g0 = random_floats(kInter, 20, 12.0f), u = random_floats(kInter, 21, 12.0f);
+  std::vector<float> g(kInter);
+  for (auto _ : state) {
+    std::copy(g0.begin(), g0.end(), g.begin());
+    dsv4::swiglu_clamp(g.data(), u.data(), kInter, 10.0f, 0.3f);
+    benchmark::DoNotOptimize(g.data());
+  }
+  count_floats(state, static_cast<double>(kInter));
+}
+
 BENCHMARK(BM_RmsNorm)->Arg(512)->Arg(4096)->Arg(7168);
 BENCHMARK(BM_RopeQueryHeads);
 BENCHMARK(BM_HadamardIndexerQuery);
+BENCHMARK(BM_SoftmaxWithSink)->ArgName("entries")->Arg(128)->Arg(640)->Arg(8320);
+BENCHMARK(BM_SwigluClamp);
 BENCHMARK(BM_HcPre)->ArgName("tokens")->Arg(1)->Arg(16);
 BENCHMARK(BM_HcPost)->ArgName("tokens")->Arg(1)->Arg(16);
 BENCHMARK(BM_CompressorPush)->ArgName("ratio")->Arg(4)->Arg(128);

@@ -7,11 +7,13 @@
 // elementwise with the same operations as the scalar code (no fused multiply-add), also
 // bit-identical. dot splits the sum over lanes and several accumulators (its rounding differs
 // from a sequential sum at the ulp level, identically for every call on one target).
+// softmax_with_sink and swiglu_clamp are plain scalar code (see there).
 
 #include "kernels/ops.h"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -367,6 +369,31 @@ void rope_apply(float* v, const float* cos, const float* sin, size_t n_pairs, bo
 }
 
 void hadamard_transform(float* v, size_t n) { HWY_DYNAMIC_DISPATCH(HadamardImpl)(v, n); }
+
+// Scalar on purpose, in the order of the formula: the golden run most sensitive to rounding
+// (tiny/long, mode D: indexer top-k near ties cascade) moved from rms-rel 0.017 with 3 top-1
+// differences to 0.024 with 9, one of them at a reference margin of 1.12 (the test allows 0.75),
+// when the exponentials of these two functions came from Highway's vector Exp (1 ulp) instead
+// of std::exp. Their cost is in bench/model_ops_bench.
+void softmax_with_sink(float* z, size_t n, float scale, float sink) {
+  // A NaN score is passed over by the maximum, then makes den, and so every output, NaN.
+  float m = -std::numeric_limits<float>::infinity();
+  for (size_t j = 0; j < n; ++j) m = std::max(m, z[j] *= scale);
+  float den = std::exp(sink - m);
+  for (size_t j = 0; j < n; ++j) den += (z[j] = std::exp(z[j] - m));
+  for (size_t j = 0; j < n; ++j) z[j] /= den;
+}
+
+void swiglu_clamp(float* g, const float* u, size_t n, float limit, float s) {
+  for (size_t k = 0; k < n; ++k) {
+    float gv = g[k], uv = u[k];
+    if (limit > 0.0f) {
+      gv = std::min(gv, limit);
+      uv = std::clamp(uv, -limit, limit);
+    }
+    g[k] = gv / (1.0f + std::exp(-gv)) * uv * s;
+  }
+}
 
 }  // namespace dsv4
 #endif  // HWY_ONCE

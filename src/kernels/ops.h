@@ -1,5 +1,5 @@
 // Small vector kernels used by the forward pass (no model knowledge): norms, RoPE, Hadamard,
-// dot products. fp32 in and out.
+// dot products, softmax with a sink, the clamped SwiGLU. fp32 in and out.
 #pragma once
 
 #include <cstddef>
@@ -40,5 +40,15 @@ void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, si
 
 // In-place Walsh–Hadamard transform (Sylvester order) scaled by n^-½; n a power of two.
 void hadamard_transform(float* v, size_t n);
+
+// Attention's softmax with a sink, in place: z[j] ← e^(s_j − m) / (e^(sink − m) + Σ_j e^(s_j − m))
+// with s_j = scale·z[j] and m = max_j s_j (the sink adds to the denominator only), summed in
+// order j = 0, 1, … with std::exp (scalar: see ops.cc). A NaN score makes every output NaN.
+void softmax_with_sink(float* z, size_t n, float scale, float sink);
+
+// The experts' activation with V4's clamp, in place on g: g[k] ← silu(min(g[k], limit)) ·
+// clamp(u[k], −limit, limit) · s, silu(x) = x / (1 + e^−x) with std::exp, multiplied in that
+// order; limit ≤ 0: no clamp. NaN propagates.
+void swiglu_clamp(float* g, const float* u, size_t n, float limit, float s);
 
 }  // namespace dsv4

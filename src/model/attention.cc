@@ -329,11 +329,7 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     for (size_t h = h0; h < h1; ++h) {
       float* zh = sc.z.data() + h * n_ent;
       for (size_t j = 0; j < n_ent; ++j) zh[j] = sc.st[j * H + h];
-      float m = -INFINITY;
-      for (size_t j = 0; j < n_ent; ++j) m = std::max(m, zh[j] *= scale);
-      float den = std::exp(aw.attn_sink[h] - m);
-      for (size_t j = 0; j < n_ent; ++j) den += (zh[j] = std::exp(zh[j] - m));
-      for (size_t j = 0; j < n_ent; ++j) zh[j] /= den;
+      softmax_with_sink(zh, n_ent, scale, aw.attn_sink[h]);
     }
   };
   // Output dims [c0, c1) of every head: Σ_j p_hj · entry_j (each sum in entry order, whatever

@@ -7,6 +7,7 @@
 
 #include "io/mapped_file.h"
 #include "kernels/matmul.h"
+#include "kernels/ops.h"
 #include "model/workspace.h"
 #include "util/thread_pool.h"
 
@@ -30,14 +31,10 @@ void swiglu_expert(const ExpertWeights& e, const float* x, size_t n, const float
   matmul(e.w1, x, n, g, pool);
   matmul(e.w3, x, n, u, pool);
   auto act = [&](size_t b, size_t end, int) {
-    for (size_t k = b; k < end; ++k) {
-      const size_t t = k / I;
-      float gv = g[k], uv = u[k];
-      if (limit > 0.0f) {
-        gv = std::min(gv, limit);
-        uv = std::clamp(uv, -limit, limit);
-      }
-      g[k] = gv / (1.0f + std::exp(-gv)) * uv * (scale ? scale[t] : 1.0f);
+    for (size_t k = b; k < end;) {  // token by token: each has its routing weight
+      const size_t t = k / I, row_end = std::min(end, (t + 1) * I);
+      swiglu_clamp(g + k, u + k, row_end - k, limit, scale ? scale[t] : 1.0f);
+      k = row_end;
     }
   };
   // A prefill expert's activation (~96 tokens × 2048) is ~200 K exp() calls: split it too.

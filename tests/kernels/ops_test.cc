@@ -1,5 +1,6 @@
 // Small vector kernels (kernels/ops.h) vs plain scalar references written here: axpy, dot,
-// sum_squares, rms_norm, rope_apply, hadamard_transform, dot_rows_seq and weighted_rows_sum on
+// sum_squares, rms_norm, rope_apply, hadamard_transform, dot_rows_seq, weighted_rows_sum,
+// softmax_with_sink and swiglu_clamp on
 // odd sizes, unaligned pointers, padded strides (gaps poisoned with NaN on input, checked
 // untouched on output) and every SIMD target Highway compiled. Where ops.h promises results
 // bit-identical to a scalar loop (axpy, dot_rows_seq, weighted_rows_sum) the comparison is bit for
@@ -598,6 +599,101 @@ std::vector<float> target_invariant_outputs() {
   return out;
 }
 
+// Against the formula in double from the same rounded scores s_j = fp32(scale·z_j): each output
+// within (|s_j − m| + 8)·u relative (the fp32 subtraction, std::exp, the division) plus the
+// sum's γ_n; the outputs and the sink's share add up to 1; a −∞ score gives
+// exactly 0, a NaN score NaN everywhere.
+void check_softmax_with_sink(const std::string& what) {
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> uz(-300.0f, 300.0f), usink(-3.0f, 3.0f);
+  int bad = 0;
+  size_t k = 0;
+  for (size_t n : {0, 1, 2, 3, 7, 15, 16, 17, 31, 33, 64, 100, 640, 1001}) {
+    const float scale = 0.0441941738f, sink = usink(rng);  // 1/sqrt(512)
+    Buf z(n, k++ % 4);
+    for (size_t j = 0; j < n; ++j) z[j] = uz(rng);
+    if (n > 5) z[n / 3] = -std::numeric_limits<float>::infinity();
+    std::vector<double> sj(n);
+    double m = -INFINITY;
+    for (size_t j = 0; j < n; ++j) m = std::max(m, sj[j] = double(z[j] * scale));
+    double den = std::exp(double(sink) - m);
+    for (size_t j = 0; j < n; ++j) den += std::exp(sj[j] - m);
+    softmax_with_sink(z.data(), n, scale, sink);
+    double total = std::exp(double(sink) - m) / den;
+    for (size_t j = 0; j < n; ++j) {
+      total += z[j];
+      if (std::isinf(sj[j])) continue;  // the −∞ score: checked below
+      const double want = std::exp(sj[j] - m) / den;
+      const double tol = want * ((std::fabs(sj[j] - m) + 8) * kU + gamma32(n + 1));
+      if (!(std::fabs(z[j] - want) <= tol) && bad++ < 5)
+        ADD_FAILURE() << at(what, n) << " j=" << j << ": got " << z[j] << " want " << want;
+    }
+    if (n > 5) {
+      EXPECT_EQ(bits(z[n / 3]), 0u) << at(what, n) << ": e^-inf";
+    }
+    if (n > 0) {
+      EXPECT_NEAR(total, 1.0, 4 * gamma32(n + 2)) << at(what, n);
+    }
+    EXPECT_TRUE(z.prefix_is(kNaN)) << at(what, n) << ": softmax wrote before z";
+    if (n > 0) {  // a NaN score anywhere (vector body or scalar tail)
+      for (size_t at_j : {size_t{0}, n - 1, n / 2}) {
+        std::vector<float> v(n, 1.0f);
+        v[at_j] = kNaN;
+        softmax_with_sink(v.data(), n, scale, sink);
+        for (size_t j = 0; j < n; ++j)
+          ASSERT_TRUE(std::isnan(v[j])) << at(what, n) << " NaN at " << at_j << ", j=" << j;
+      }
+    }
+  }
+}
+
+// Against silu(min(g, L))·clamp(u, −L, L)·s in double: within 8u relative plus 1e-34 absolute
+// (below g ≈ −88.7, e^−g overflows fp32 to ∞, in std::exp as in the kernel, and silu becomes ±0
+// where the exact value is under 1e-36·|u|); NaN in g or u gives NaN. limit 0: no clamp.
+void check_swiglu_clamp(const std::string& what) {
+  std::mt19937 rng(32);
+  std::uniform_real_distribution<float> ug(-25.0f, 25.0f), uu(-15.0f, 15.0f);
+  const float specials[] = {-1000.0f, -200.0f, -104.5f, -100.0f, -88.8f, -87.0f, -0.0f,
+                            0.0f,     7.0f,    10.0f,   10.5f,   1e30f,  -1e30f};
+  int bad = 0;
+  size_t k = 0;
+  for (float limit : {10.0f, 0.0f})
+    for (size_t n : {1, 3, 8, 15, 16, 17, 33, 100, 2048, 2051}) {
+      const float s = k % 2 ? 0.37f : 1.0f;
+      Buf g(n, k % 4), u(n, (k + 1) % 4);
+      ++k;
+      for (size_t i = 0; i < n; ++i) {
+        g[i] = i < std::size(specials) && n > 20 ? specials[i] : ug(rng);
+        u[i] = uu(rng);
+      }
+      const std::vector<float> g0(g.data(), g.data() + n);
+      swiglu_clamp(g.data(), u.data(), n, limit, s);
+      for (size_t i = 0; i < n; ++i) {
+        double gv = g0[i], uv = u[i];
+        if (limit > 0) {
+          gv = std::min(gv, double(limit));
+          uv = std::clamp(uv, -double(limit), double(limit));
+        }
+        const double want = gv / (1.0 + std::exp(-gv)) * uv * s;
+        const double tol = 8 * kU * std::fabs(want) + 1e-34;
+        if (!(std::fabs(g[i] - want) <= tol) && bad++ < 5)
+          ADD_FAILURE() << at(what, n) << " limit " << limit << " i=" << i << ": g " << g0[i]
+                        << " u " << u[i] << " got " << g[i] << " want " << want;
+      }
+      EXPECT_TRUE(g.prefix_is(kNaN)) << at(what, n) << ": swiglu wrote before g";
+    }
+  for (size_t n : {size_t{5}, size_t{40}}) {  // NaN in g or in u, in the body and the tail
+    for (int in_u = 0; in_u < 2; ++in_u) {
+      std::vector<float> g(n, 0.5f), u(n, 2.0f);
+      (in_u ? u : g)[n - 1] = kNaN;
+      (in_u ? u : g)[0] = kNaN;
+      swiglu_clamp(g.data(), u.data(), n, 10.0f, 1.0f);
+      EXPECT_TRUE(std::isnan(g[0]) && std::isnan(g[n - 1])) << at(what, n) << " in_u " << in_u;
+      EXPECT_FALSE(std::isnan(g[1])) << at(what, n);
+    }
+  }
+}
+
 void check_all(const std::string& what) {
   check_axpy(what);
   check_dot(what);
@@ -608,6 +704,8 @@ void check_all(const std::string& what) {
   check_dot_rows_seq(what);
   check_dot_rows_seq_t(what);
   check_weighted_rows_sum(what);
+  check_softmax_with_sink(what);
+  check_swiglu_clamp(what);
 }
 
 TEST(OpsAxpy, BitIdenticalToScalarLoop) { check_axpy("best"); }
@@ -619,6 +717,8 @@ TEST(OpsHadamard, MatchesSylvesterDefinition) { check_hadamard("best"); }
 TEST(OpsDotRowsSeq, BitIdenticalToScalarLoop) { check_dot_rows_seq("best"); }
 TEST(OpsDotRowsSeqT, BitIdenticalToScalarLoop) { check_dot_rows_seq_t("best"); }
 TEST(OpsWeightedRowsSum, BitIdenticalToScalarLoopAndAxpy) { check_weighted_rows_sum("best"); }
+TEST(OpsSoftmaxWithSink, MatchesFormulaAndPropagatesNaN) { check_softmax_with_sink("best"); }
+TEST(OpsSwigluClamp, MatchesFormulaAndPropagatesNaN) { check_swiglu_clamp("best"); }
 
 // Every SIMD target Highway compiled into this binary (as far as this CPU supports them) against
 // the scalar references, and rms_norm / rope / hadamard bit-identical across targets.
