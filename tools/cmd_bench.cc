@@ -82,6 +82,7 @@ struct DecodeRow {
   ForwardTimes times;
   double part_bytes[static_cast<int>(ForwardPart::kCount)] = {};
   double tokens = 0;
+  double seconds = 0;  // wall time of all timed tokens (their loop, not only the forward passes)
 };
 
 constexpr int kParts = static_cast<int>(ForwardPart::kCount);
@@ -244,6 +245,7 @@ int run_bench(int argc, char** argv) {
         run(d, random_ids(1), true, &r.times);
       }
       const double sec = seconds_since(t0);
+      r.seconds += sec;
       rates.push_back(n_gen / sec);
       gbps.push_back(bytes / sec / 1e9);
       all_bytes += bytes;
@@ -323,6 +325,7 @@ int run_bench(int argc, char** argv) {
       j["decode"].push_back({{"depth", r.depth},
                              {"tok_s", r.tok_s.mean},
                              {"tok_s_sd", r.tok_s.sd},
+                             {"ms_per_token", r.seconds / r.tokens * 1e3},
                              {"bytes_per_token", r.bytes_per_token},
                              {"gb_s", r.gb_s},
                              {"roofline_ratio", r.gb_s / read_gbps},

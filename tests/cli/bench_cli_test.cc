@@ -62,9 +62,12 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
     EXPECT_FALSE(parts[4].contains("pages_read_gb_s"));
     EXPECT_LT(bytes, row["bytes_per_token"].get<double>());
     EXPECT_GT(bytes, 0.99 * row["bytes_per_token"].get<double>());
-    const double token_ms = 1e3 / row["tok_s"].get<double>();
+    // The parts (with "other") are the forward passes' time, inside the timed loop: not more
+    // than its wall time per token, and most of it. (Not against 1 / mean(tok/s): a mean of
+    // rates is above the tokens' mean rate whenever the repetitions differ, as on a busy machine.)
+    const double token_ms = row["ms_per_token"].get<double>();
     EXPECT_GT(ms, 0.5 * token_ms);
-    EXPECT_LT(ms, 1.5 * token_ms);
+    EXPECT_LE(ms, token_ms * (1 + 1e-9));
   }
   // The checkpoint's resident pages are counted from its mappings (tiny/ holds ~30 MB).
   const auto resident = j["weights_resident_bytes"].get<double>();
