@@ -114,10 +114,12 @@ constexpr size_t kFp8PrefetchBytes = 512;
 // front of byte `at` of each of the block's R rows (row_bytes apart); past a row's end the prefetch
 // moves on to the same row of the next block (R rows further), which the thread usually reads next,
 // instead of running into row r+1, which the block is reading already: otherwise every block but
-// the first starts with R cold rows. Measured in flash-4l `dsv4 bench` decode (Zen 5, 2 threads,
-// the two ways alternated token by token in one process, 3 runs): LM head (BF16, 8 KiB
-// rows) 49.5-49.8 → 54.9-56.3 GB/s, FP8 shared-expert w2 (4096×2048) 35.4-36.3 → 44.3-46.0, wo_b
-// (4096×8192) 43.1-45.2 → 46.4-47.7; all single-token products together 35.2-35.4 → 37.3-38.3 GB/s.
+// the first starts with R cold rows. Measured in flash-4l `dsv4 bench` decode with a throwaway
+// timing patch (not in the repository) around matmul() that alternated the two ways token by token
+// in one process (Zen 5, 2 threads, 3 runs): LM head (BF16, 8 KiB rows) 49.5-49.8 → 54.9-56.3
+// GB/s, FP8 shared-expert w2 (4096×2048) 35.4-36.3 → 44.3-46.0, wo_b (4096×8192) 43.1-45.2 →
+// 46.4-47.7; all single-token products together 35.2-35.4 → 37.3-38.3 GB/s; prefill products
+// (n > 1) unchanged (0.999 and 1.014 of before, 2 runs).
 // Prefetches do not fault, so the last block's may point past the matrix.
 inline size_t RowPrefetchOffset(size_t at, size_t row_bytes, size_t R, size_t ahead) {
   const size_t off = at + ahead;
@@ -323,8 +325,10 @@ struct Fp4Fmt {
     const float* t;  // the block's scaled table (16 floats)
   };
   const uint8_t* row_ptr(size_t r) const { return data + r * (K / 2); }
-  Aux aux(size_t r, size_t c) const {
-    return {tables + 16 * static_cast<size_t>(scales[r * scale_stride + (c * kC) / 32])};
+  Aux aux(size_t r, size_t c) const { return aux_in(scales + r * scale_stride, c); }
+  // Chunk c's table, from the scale row `srow`.
+  Aux aux_in(const uint8_t* srow, size_t c) const {
+    return {tables + 16 * static_cast<size_t>(srow[(c * kC) / 32])};
   }
   // The scale rows are a second stream per weight row: fetched ahead, or every chunk's table
   // lookup waits on a DRAM miss.
@@ -375,21 +379,19 @@ struct Fp4Fmt {
 // run-time length GCC keeps 16 row pointers, spilled to the stack and to vector registers, and
 // reloads them every chunk. In L2 (throwaway program, not in the repository: 32 rows × 4096, R = 8,
 // one thread, Zen 5) this GEMV went from 20.1-23.7 to 24.5-24.8 GB/s; in flash-4l `dsv4 bench`
-// decode (2 threads, each on whole experts, alternated token by token in one process, 3 runs) the
+// decode with the same kind of throwaway patch as RowPrefetchOffset's (2 threads, each on whole
+// experts, the two ways alternated token by token in one process, 3 runs) the
 // routed experts' w1/w3 from 15.2-16.8 to 17.1-18.8 GB/s per thread and w2 from 16.3-17.6 to
 // 18.0-19.5. The same instructions in the same order per row: the same bits.
 template <size_t kK>
 struct Fp4FixedFmt : Fp4Fmt {
   static constexpr size_t kRowBytes = kK / 2, kScaleRowBytes = kK / 32;
   const uint8_t* row_ptr(size_t r) const { return data + r * kRowBytes; }
-  Aux aux(size_t r, size_t c) const {
-    return {tables + 16 * static_cast<size_t>(scales[r * kScaleRowBytes + (c * kC) / 32])};
-  }
+  Aux aux(size_t r, size_t c) const { return aux_in(scales + r * kScaleRowBytes, c); }
   // Row r0 + r's chunk c, with w0 = row_ptr(r0) and s0 = row r0's scales.
   HWY_INLINE void decode_at(const uint8_t* w0, const uint8_t* s0, size_t r, size_t c,
                             VF* out) const {
-    decode(w0 + r * kRowBytes + c * kChunkBytes,
-           {tables + 16 * static_cast<size_t>(s0[r * kScaleRowBytes + (c * kC) / 32])}, out);
+    decode(w0 + r * kRowBytes + c * kChunkBytes, aux_in(s0 + r * kScaleRowBytes, c), out);
   }
 };
 
@@ -466,11 +468,12 @@ HWY_INLINE void GemvDispatch(size_t nt, const F& f, size_t K, size_t r0, const f
 }
 
 // narrow: a single token runs 4 rows per register block instead of 8 (matmul() times both per
-// shape: kernels/path_tuner.h); the rows' sums are the same either way.
-template <class F>
+// shape: kernels/path_tuner.h); the rows' sums are the same either way. kT: the most tokens per
+// register block (1 for a caller that only ever has one token: no blocks for more are compiled).
+template <class F, size_t kT = kTMax>
 void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t Kp, size_t n,
               float* y, size_t ldy, bool narrow) {
-  const size_t tblk = md::GemvTokenBlock(Kp, kTMax);
+  const size_t tblk = md::GemvTokenBlock(Kp, kT);
   for (size_t tb = 0; tb < n; tb += tblk) {
     const size_t nb = std::min(tblk, n - tb);
     const float* xb = xp + tb * Kp;
@@ -479,12 +482,13 @@ void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
     if (nb == 1 && !narrow)  // more rows in flight: one token leaves registers for 8 accumulators
       for (; r + 2 * kR <= e; r += 2 * kR) GemvBlock<F, 2 * kR, 1>(f, K, r, xb, Kp, yb, ldy);
     for (; r + kR <= e; r += kR)
-      for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-        GemvDispatch<F, kR>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
-                            ldy);
+      for (size_t t0 = 0; t0 < nb; t0 += kT)
+        GemvDispatch<F, kR, kT>(std::min(kT, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
+                                ldy);
     for (; r < e; ++r)
-      for (size_t t0 = 0; t0 < nb; t0 += kTMax)
-        GemvDispatch<F, 1>(std::min(kTMax, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy, ldy);
+      for (size_t t0 = 0; t0 < nb; t0 += kT)
+        GemvDispatch<F, 1, kT>(std::min(kT, nb - t0), f, K, r, xb + t0 * Kp, Kp, yb + t0 * ldy,
+                               ldy);
   }
 }
 
@@ -492,13 +496,7 @@ void GemvRows(const F& f, size_t K, size_t b, size_t e, const float* xp, size_t 
 template <size_t kK>
 void GemvRowsFp4Fixed(const Fp4Fmt& f, size_t b, size_t e, const float* xp, size_t Kp, float* y,
                       bool narrow) {
-  const Fp4FixedFmt<kK> g{f};
-  size_t r = b;
-  if (!narrow)
-    for (; r + 2 * kR <= e; r += 2 * kR)
-      GemvBlock<Fp4FixedFmt<kK>, 2 * kR, 1>(g, kK, r, xp, Kp, y, 0);
-  for (; r + kR <= e; r += kR) GemvBlock<Fp4FixedFmt<kK>, kR, 1>(g, kK, r, xp, Kp, y, 0);
-  for (; r < e; ++r) GemvBlock<Fp4FixedFmt<kK>, 1, 1>(g, kK, r, xp, Kp, y, 0);
+  GemvRows<Fp4FixedFmt<kK>, 1>(Fp4FixedFmt<kK>{f}, kK, b, e, xp, Kp, 1, y, 0, narrow);
 }
 
 using Fp4RowsFn = void (*)(const Fp4Fmt&, size_t, size_t, const float*, size_t, float*, bool);

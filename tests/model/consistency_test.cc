@@ -20,13 +20,6 @@ ThreadPool& pool() {
   return p;
 }
 
-GoldenRun find_run(const std::string& config, const std::string& run) {
-  for (auto& r : discover_golden_runs()) {
-    if (r.config == config && r.run == run) return r;
-  }
-  throw std::runtime_error("golden run " + config + "/" + run + " not found");
-}
-
 std::unique_ptr<Model> load(const GoldenRun& r, bool exact) {
   ModelOptions o;
   o.exact_kv = exact;
@@ -56,21 +49,14 @@ std::vector<float> feed(const Model& m, const std::vector<int32_t>& ids, size_t 
 
 // Timing the parts of the forward pass (dsv4 bench) changes no logit, and every part takes time.
 TEST(Consistency, TimingThePartsChangesNoLogit) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   auto m = load(r, /*exact=*/false);
   std::vector<float> logits[2];
   ForwardTimes times;
   for (int timed = 0; timed < 2; ++timed) {
-    SequenceState s = m->new_sequence();
-    BatchItem it;
-    it.seq = &s;
-    it.tokens = r.ids;
-    it.all_logits = true;
     ForwardOptions fo;
     fo.times = timed ? &times : nullptr;
-    ForwardResult res;
-    m->forward(std::span<const BatchItem>(&it, 1), pool(), res, fo);
-    logits[timed] = res.logits;
+    logits[timed] = prefill_all_logits(*m, r.ids, pool(), fo);
   }
   ASSERT_EQ(logits[0].size(), logits[1].size());
   EXPECT_EQ(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)), 0);
@@ -83,7 +69,7 @@ TEST(Consistency, TimingThePartsChangesNoLogit) {
 }
 
 TEST(Consistency, ChunkedPrefillMatchesReferenceB) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   auto m = load(r, /*exact=*/true);
   const auto ref = read_f32(r.dir / "logits_long_B_prefill.bin");
   const size_t V = m->config().vocab_size;
@@ -96,7 +82,7 @@ TEST(Consistency, ChunkedPrefillMatchesReferenceB) {
 }
 
 TEST(Consistency, DecodeFromSplitPointsMatchReferenceB) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   auto m = load(r, /*exact=*/true);
   const auto ref = read_f32(r.dir / "logits_long_B_prefill.bin");
   const size_t V = m->config().vocab_size;
@@ -110,7 +96,7 @@ TEST(Consistency, DecodeFromSplitPointsMatchReferenceB) {
 }
 
 TEST(Consistency, ChunkedNativePrefillWithinReferenceDTolerance) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   auto m = load(r, /*exact=*/false);
   const auto ref = read_f32(r.dir / "logits_long_D_prefill.bin");
   const size_t V = m->config().vocab_size;
@@ -134,7 +120,7 @@ TEST(Consistency, ChunkedNativePrefillWithinReferenceDTolerance) {
 // (6 active over 2 or 3 threads) and split every expert's rows over the threads otherwise (1 or 4
 // threads): the logits are the same bits either way, in native and exact storage alike.
 TEST(Consistency, DecodeLogitsIndependentOfThreadCount) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   const std::vector<int32_t> ids(r.ids.begin(), r.ids.begin() + 48);
   for (bool exact : {false, true}) {
     auto m = load(r, exact);
@@ -153,7 +139,7 @@ TEST(Consistency, DecodeLogitsIndependentOfThreadCount) {
 TEST(Consistency, BatchNeighboursDoNotChangeLogits) {
   // tiny/long prefills in chunks of 100 while tiny/short decodes its recorded tokens, in the
   // same forward calls; each must match its own reference (mode B, exact storage).
-  const GoldenRun lr = find_run("tiny", "long"), sr = find_run("tiny", "short");
+  const GoldenRun lr = find_golden_run("tiny", "long"), sr = find_golden_run("tiny", "short");
   auto m = load(lr, /*exact=*/true);
   const size_t V = m->config().vocab_size;
   const auto sdec = read_json(sr.dir / "decode_short_B.json");
@@ -208,11 +194,11 @@ TEST(Consistency, BatchNeighboursDoNotChangeLogits) {
 }
 
 TEST(Consistency, ResetClearsEveryState) {
-  const GoldenRun r = find_run("tiny", "short");
+  const GoldenRun r = find_golden_run("tiny", "short");
   auto m = load(r, /*exact=*/true);
   SequenceState s = m->new_sequence();
   ForwardResult a, b;
-  const GoldenRun lr = find_run("tiny", "long");
+  const GoldenRun lr = find_golden_run("tiny", "long");
   BatchItem it;
   it.seq = &s;
   it.tokens = lr.ids;  // fill every cache, compressor and ring
@@ -229,7 +215,7 @@ TEST(Consistency, ResetClearsEveryState) {
 }
 
 TEST(Consistency, SnapshotRestoreContinuesIdentically) {
-  const GoldenRun r = find_run("tiny", "long");
+  const GoldenRun r = find_golden_run("tiny", "long");
   auto m = load(r, /*exact=*/false);
   SequenceState s = m->new_sequence();
   BatchItem it;

@@ -65,11 +65,9 @@ namespace {
 // the counted round's sequences have reserved their caches (SequenceState::reserve, as the
 // generator does for a request).
 size_t decode_allocations(size_t B, size_t steps) {
-  GoldenRun run;
-  for (auto& r : discover_golden_runs())
-    if (r.config == "tiny" && r.run == "long") run = r;
+  const GoldenRun run = find_golden_run("tiny", "long");
   if (run.ids.size() < 64 + 16 * (B - 1) + steps) {
-    ADD_FAILURE() << "golden tiny/long not found or too short";
+    ADD_FAILURE() << "golden tiny/long too short";
     return 0;
   }
   auto m = Model::load(run.dir.string());

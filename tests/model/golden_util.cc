@@ -11,6 +11,24 @@ namespace dsv4::test {
 
 namespace fs = std::filesystem;
 
+GoldenRun find_golden_run(const std::string& config, const std::string& run) {
+  for (auto& r : discover_golden_runs())
+    if (r.config == config && r.run == run) return r;
+  throw std::runtime_error("golden run " + config + "/" + run + " not found");
+}
+
+std::vector<float> prefill_all_logits(const Model& m, std::span<const int32_t> ids,
+                                      ThreadPool& pool, const ForwardOptions& fo) {
+  SequenceState s = m.new_sequence();
+  BatchItem it;
+  it.seq = &s;
+  it.tokens = ids;
+  it.all_logits = true;
+  ForwardResult res;
+  m.forward(std::span<const BatchItem>(&it, 1), pool, res, fo);
+  return std::move(res.logits);
+}
+
 nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);
   if (!in) throw std::runtime_error("cannot open " + p.string());
@@ -36,7 +54,8 @@ std::vector<GoldenRun> discover_golden_runs() {
   const fs::path root = shared_dir() / "golden";
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(root)) {
-    if (e.is_directory() && fs::exists(e.path() / "manifest.json") && fs::exists(e.path() / "prompts.json")) {
+    if (e.is_directory() && fs::exists(e.path() / "manifest.json") &&
+        fs::exists(e.path() / "prompts.json")) {
       dirs.push_back(e.path());
     }
   }
@@ -75,7 +94,8 @@ static size_t argmax(const float* row, size_t vocab) {
   return static_cast<size_t>(std::max_element(row, row + vocab) - row);
 }
 
-Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& ref, size_t vocab) {
+Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& ref,
+                          size_t vocab) {
   Comparison c;
   c.rows = ref.size() / vocab;
   double num = 0, den = 0;
@@ -97,7 +117,8 @@ Comparison compare_logits(const std::vector<float>& got, const std::vector<float
 
 std::string Comparison::str() const {
   std::ostringstream s;
-  s << "rows " << rows << " rms-rel " << rms_rel << " max|d| " << max_abs << " top1-disagree " << disagreements;
+  s << "rows " << rows << " rms-rel " << rms_rel << " max|d| " << max_abs << " top1-disagree "
+    << disagreements;
   return s.str();
 }
 

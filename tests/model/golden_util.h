@@ -5,8 +5,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
+
+#include "model/model.h"
+#include "util/thread_pool.h"
 
 namespace dsv4::test {
 
@@ -22,6 +26,12 @@ struct GoldenRun {
 
 // Every (config, run) pair found in ../shared/golden/*/manifest.json + prompts.json.
 std::vector<GoldenRun> discover_golden_runs();
+// One of them, e.g. ("tiny", "long"); throws std::runtime_error naming it if it is missing.
+GoldenRun find_golden_run(const std::string& config, const std::string& run);
+
+// Logits of every position of `ids` fed as one prefill to a fresh sequence.
+std::vector<float> prefill_all_logits(const Model& m, std::span<const int32_t> ids,
+                                      ThreadPool& pool, const ForwardOptions& fo = {});
 
 nlohmann::json read_json(const std::filesystem::path& p);
 std::vector<float> read_f32(const std::filesystem::path& p);
@@ -36,7 +46,8 @@ struct Comparison {
 };
 
 // Engine logits vs reference, both [rows, vocab].
-Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& ref, size_t vocab);
+Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& ref,
+                          size_t vocab);
 
 // top1 − top2 of one row.
 float top_margin(const float* row, size_t vocab);

@@ -122,10 +122,7 @@ TEST(Memory, TokenWeightRangesAreTheCountedTensorsInPlace) {
 TEST(Memory, ExpertPrefetchChangesNoResult) {
   // Prefetching routed experts (madvise) and moving the shared expert ahead of them must leave
   // every logit bit-identical; kAuto stays off for a checkpoint far smaller than RAM.
-  GoldenRun r;
-  for (auto& g : discover_golden_runs())
-    if (g.config == "tiny" && g.run == "long") r = g;
-  ASSERT_FALSE(r.ids.empty());
+  const GoldenRun r = find_golden_run("tiny", "long");
   ThreadPool pool(2);
   std::vector<float> logits[2];
   for (int on = 0; on < 2; ++on) {
@@ -133,14 +130,7 @@ TEST(Memory, ExpertPrefetchChangesNoResult) {
     o.expert_prefetch = on ? ModelOptions::ExpertPrefetch::kOn : ModelOptions::ExpertPrefetch::kOff;
     auto m = Model::load(r.dir.string(), o);
     EXPECT_EQ(m->prefetches_experts(), on == 1);
-    SequenceState s = m->new_sequence();
-    BatchItem it;
-    it.seq = &s;
-    it.tokens = r.ids;
-    it.all_logits = true;
-    ForwardResult res;
-    m->forward(std::span<const BatchItem>(&it, 1), pool, res);
-    logits[on] = res.logits;
+    logits[on] = prefill_all_logits(*m, r.ids, pool);
   }
   ASSERT_EQ(logits[0].size(), logits[1].size());
   EXPECT_EQ(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)), 0);
