@@ -41,6 +41,32 @@ void BM_IndexScores(benchmark::State& state) {
                                                  benchmark::Counter::kIsRate);
 }
 
+// Decode attention's scores as attention.cc runs them: all 64 heads × 512 dims against 640
+// entries (a CSA layer's window + top-512) in the shares of 64 entries the pool hands out;
+// range(0) = 0: the queries transposed again for every share (dot_rows_seq_t from Q), 1:
+// transposed once (transpose_queries, what the model does). The same bits either way.
+void BM_AttentionScoresShares(benchmark::State& state) {
+  const bool once = state.range(0) != 0;
+  constexpr size_t heads = 64, dim = 512, n = 640, share = 64;
+  const auto q = random_floats(heads * dim, 5), e = random_floats(n * dim, 6);
+  std::vector<float> s(n * heads), tbuf(dsv4::transposed_queries_floats(heads, dim));
+  for (auto _ : state) {
+    if (once) {
+      const dsv4::TransposedQueries qt =
+          dsv4::transpose_queries(q.data(), dim, heads, dim, tbuf.data());
+      for (size_t b = 0; b < n; b += share)
+        dsv4::dot_rows_seq_t(qt, e.data() + b * dim, dim, share, s.data() + b * heads, heads);
+    } else {
+      for (size_t b = 0; b < n; b += share)
+        dsv4::dot_rows_seq_t(q.data(), dim, heads, e.data() + b * dim, dim, share, dim,
+                             s.data() + b * heads, heads);
+    }
+    benchmark::DoNotOptimize(s.data());
+  }
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * heads * dim * n * state.iterations() / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+
 // Decode attention's weighted sum as attention.cc runs it: all 64 heads, one thread's share of
 // the 512 dims (range(1)), over range(0) entries (640: a CSA layer's window + top-512; 8320: an
 // HCA layer at 1M tokens).
@@ -60,6 +86,7 @@ void BM_AttentionWeightedSum(benchmark::State& state) {
 BENCHMARK(BM_IndexScores)
     ->ArgNames({"keys", "lanes_over_heads"})
     ->ArgsProduct({{64, 1024, 16384}, {0, 1}});
+BENCHMARK(BM_AttentionScoresShares)->ArgNames({"transposed_once"})->Arg(0)->Arg(1);
 BENCHMARK(BM_AttentionWeightedSum)->Args({640, 256})->Args({8320, 256})->Args({8320, 64});
 
 }  // namespace

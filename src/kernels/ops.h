@@ -33,6 +33,20 @@ void dot_rows_seq(const float* Q, size_t ldq, size_t nq, const float* E, size_t 
 void dot_rows_seq_t(const float* Q, size_t ldq, size_t nq, const float* E, size_t lde, size_t n,
                     size_t dim, float* S, size_t lds);
 
+// Queries transposed once for many dot_rows_seq_t calls over parts of the entries (the threads'
+// shares, the indexer's blocks): row c holds Q[h·ldq + c] for h < nq, then zeros up to `stride`.
+struct TransposedQueries {
+  const float* data = nullptr;
+  size_t nq = 0, dim = 0, stride = 0;
+};
+// Floats of the buffer transpose_queries needs (rows padded to whole vectors, plus alignment).
+size_t transposed_queries_floats(size_t nq, size_t dim);
+// Writes Q transposed into buf (any float alignment; the rows start at the next 64 bytes).
+TransposedQueries transpose_queries(const float* Q, size_t ldq, size_t nq, size_t dim, float* buf);
+// dot_rows_seq_t with the queries already transposed: the same bits.
+void dot_rows_seq_t(const TransposedQueries& Qt, const float* E, size_t lde, size_t n, float* S,
+                    size_t lds);
+
 // O[h·ldo + c] = Σ_j P[h·ldp + j] · E[j·lde + c] for h < nh, c < dim, summed in order j = 0, 1, …
 // (multiply then add, like axpy: bit-identical to nh·n axpy calls). O is overwritten.
 void weighted_rows_sum(const float* P, size_t ldp, size_t nh, const float* E, size_t lde, size_t n,

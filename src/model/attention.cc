@@ -51,15 +51,16 @@ void top_k(const std::vector<float>& scores, int64_t k, std::vector<int64_t>& se
 }
 
 // Lightning Indexer scores of `nb` keys (decoded to fp32, [nb, ihd]) for one query:
-// Σ_h wI[h]·relu(qI_h · K_w). The nb × nI dot
+// Σ_h wI[h]·relu(qI_h · K_w), qI transposed (its nI heads × ihd dims). The nb × nI dot
 // products are computed together (sequential sums, as a scalar dot would, so the result does
 // not depend on how keys are split into blocks); hw holds nb × nI floats.
-void index_scores_block(const float* qI, const float* wI, int nI, int ihd, const float* keys,
-                        size_t nb, float* scores, float* hw) {
-  dot_rows_seq_t(qI, ihd, nI, keys, ihd, nb, ihd, hw, nI);
+void index_scores_block(const TransposedQueries& qI, const float* wI, const float* keys, size_t nb,
+                        float* scores, float* hw) {
+  const size_t nI = qI.nq;
+  dot_rows_seq_t(qI, keys, qI.dim, nb, hw, nI);
   for (size_t w = 0; w < nb; ++w) {
     float s = 0.0f;
-    for (int h = 0; h < nI; ++h) s += wI[h] * std::max(hw[w * nI + h], 0.0f);
+    for (size_t h = 0; h < nI; ++h) s += wI[h] * std::max(hw[w * nI + h], 0.0f);
     scores[w] = s;
   }
 }
@@ -77,19 +78,20 @@ size_t index_scratch_floats(int nI, int ihd) { return kIndexBlock * static_cast<
 // the pool's threads, instead of decoding the whole context up front. `pool` may be null: then
 // the calling thread, pool thread `th`, does it all. `scratch` holds index_scratch_floats per
 // thread.
-void index_scores(const float* qI, const float* wI, int nI, int ihd, const float* keys,
+void index_scores(const TransposedQueries& qI, const float* wI, const float* keys,
                   const uint8_t* stored, const KvCodec& codec, size_t n, float* scores,
                   ThreadPool* pool, PerThread<float> scratch, int th) {
+  const size_t ihd = qI.dim;
   auto blocks = [&](size_t b, size_t e, int thread) {
     float* hw = scratch[thread];
-    float* kb = hw + kIndexBlock * nI;
+    float* kb = hw + kIndexBlock * qI.nq;
     for (size_t b0 = b; b0 < e; b0 += kIndexBlock) {
       const size_t nb = std::min(kIndexBlock, e - b0);
       const float* k = keys ? keys + b0 * ihd : kb;
       if (!keys)
         for (size_t w = 0; w < nb; ++w)
           codec.decode(stored + (b0 + w) * codec.entry_bytes(), kb + w * ihd);
-      index_scores_block(qI, wI, nI, ihd, k, nb, scores + b0, hw);
+      index_scores_block(qI, wI, k, nb, scores + b0, hw);
     }
   };
   if (pool && n > kIndexBlock)
@@ -102,6 +104,7 @@ void index_scores(const float* qI, const float* wI, int nI, int ihd, const float
 struct Scratch {
   std::vector<float> entries, z, scores, st;
   std::vector<int64_t> sel;
+  std::vector<float> qt, qit;  // the token's attention and indexer queries, transposed
 };
 
 // Grows `sc` to what a query at position max_pos or before can need (phase B's sizes grow with
@@ -118,6 +121,8 @@ void reserve_for_position(Scratch& sc, const Dims& d, int ratio, int64_t topk, i
   sc.z.reserve(n_ent * H);
   if (ratio == 4) sc.scores.reserve(n_avail);
   sc.sel.reserve(n_avail);  // top_k ranks all n_avail before keeping k
+  sc.qt.resize(transposed_queries_floats(H, hd));
+  if (ratio == 4) sc.qit.resize(transposed_queries_floats(d.nI, d.ihd));
 }
 
 }  // namespace
@@ -273,10 +278,11 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     } else if (ratio == 4) {
       const int64_t n_avail = (pos + 1) / 4;
       sc.scores.resize(n_avail);
-      const float* qI = &iq[t * d.nI * d.ihd];
+      const TransposedQueries qI =
+          transpose_queries(&iq[t * d.nI * d.ihd], d.ihd, d.nI, d.ihd, sc.qit.data());
       const float* wI = &iw[t * d.nI];
       const LayerState& L = ctx.spans[si].seq->layers[layer];
-      index_scores(qI, wI, d.nI, d.ihd, per_token ? ikeys[si].data() : nullptr, L.index_keys.data(),
+      index_scores(qI, wI, per_token ? ikeys[si].data() : nullptr, L.index_keys.data(),
                    ctx.spans[si].seq->index_codec(), static_cast<size_t>(n_avail), sc.scores.data(),
                    parallel ? &pool : nullptr, index_scratch, th);
       top_k(sc.scores, cfg.index_topk, sc.sel);
@@ -308,15 +314,16 @@ void attention_forward(const ForwardContext& ctx, const BlockWeights& bw, int la
     return n_ent;
   };
   // Scores of every head against the entries, z [H, n_ent] (then probabilities in place). The
-  // lanes of dot_rows_seq_t run over heads, so entries are read row by row (no transposes);
-  // `par` splits the entries over the pool.
+  // lanes of dot_rows_seq_t run over heads, so entries are read row by row (no transposes; the
+  // queries are transposed once per token, not once per share of the entries); `par` splits the
+  // entries over the pool.
   auto scores = [&](size_t t, Scratch& sc, size_t n_ent, ThreadPool* par) {
     const size_t H = static_cast<size_t>(d.H), hd = static_cast<size_t>(d.hd);
     sc.st.resize(n_ent * H);
     sc.z.resize(n_ent * H);
+    const TransposedQueries qt = transpose_queries(&q[t * H * hd], hd, H, hd, sc.qt.data());
     auto part = [&](size_t b, size_t e, int) {
-      dot_rows_seq_t(&q[t * H * hd], hd, H, sc.entries.data() + b * hd, hd, e - b, hd,
-                     sc.st.data() + b * H, H);
+      dot_rows_seq_t(qt, sc.entries.data() + b * hd, hd, e - b, sc.st.data() + b * H, H);
     };
     if (par)
       par->parallel_for_dynamic(n_ent, part, 64);

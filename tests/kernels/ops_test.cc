@@ -510,6 +510,22 @@ void check_dot_rows_seq_t(const std::string& what) {
                 ADD_FAILURE() << where << " j=" << j << ": wrote the stride gap at " << h;
         }
         EXPECT_TRUE(S.prefix_is(kSentinel)) << where << ": wrote before S";
+        // The queries transposed once into a buffer starting off a 64-byte boundary, then the
+        // entries in two calls (as threads share them): the same bits.
+        std::vector<float> tbuf(transposed_queries_floats(nq, dim) + 1, kSentinel);
+        const TransposedQueries qt = transpose_queries(Q.data(), ldq, nq, dim, tbuf.data() + 1);
+        EXPECT_EQ(reinterpret_cast<uintptr_t>(qt.data) % 64, 0u) << where;
+        EXPECT_GE(qt.data, tbuf.data() + 1) << where;
+        EXPECT_LE(qt.data + dim * qt.stride, tbuf.data() + tbuf.size()) << where;
+        std::vector<float> S2(n * lds, kSentinel);
+        const size_t half = n / 2;
+        dot_rows_seq_t(qt, E.data(), lde, half, S2.data(), lds);
+        dot_rows_seq_t(qt, E.data() + half * lde, lde, n - half, S2.data() + half * lds, lds);
+        for (size_t j = 0; j < n; ++j)
+          for (size_t h = 0; h < nq; ++h)
+            if (bits(S2[j * lds + h]) != bits(S[j * lds + h]) && bad++ < 5)
+              ADD_FAILURE() << where << " transposed once, j=" << j << " h=" << h << ": got "
+                            << S2[j * lds + h] << " want " << S[j * lds + h];
       }
 }
 
