@@ -2,9 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
+#include <vector>
 
 namespace dsv4 {
 namespace {
@@ -44,6 +47,75 @@ TEST(Formats, E2M1RoundsToNearestEven) {
     if (c == 8) continue;  // −0
     EXPECT_EQ(e2m1_encode(e2m1_to_f32(static_cast<uint8_t>(c))), c);
   }
+}
+
+// The encoders against the rounding definition (RNE to a multiple of the format's quantum at |v|,
+// by nearbyint, then clamped), over a spread of every float's bit patterns and the floats next to
+// every grid point and every midpoint (the ties). The engine's encoders take no library call; a
+// one-off program compared them with this definition on all 2^32 bit patterns.
+uint8_t e4m3_by_definition(float v) {
+  if (std::isnan(v)) return 0x7f;
+  const uint8_t sign = std::signbit(v) ? 0x80 : 0;
+  const float av = std::min(std::fabs(v), 448.0f);
+  int e = 0;
+  std::frexp(av, &e);
+  const float q = av < 0.015625f ? 0.001953125f : std::ldexp(1.0f, e - 4);
+  const float r = std::min(std::nearbyint(av / q) * q, 448.0f);
+  for (int c = 0; c < 0x7f; ++c)
+    if (e4m3_to_f32(static_cast<uint8_t>(c)) == r) return static_cast<uint8_t>(sign | c);
+  return 0xff;  // not on the grid: a failure
+}
+
+uint8_t e2m1_by_definition(float v) {
+  if (std::isnan(v)) return 0;
+  const uint8_t sign = std::signbit(v) ? 8 : 0;
+  const float av = std::min(std::fabs(v), 6.0f);
+  const float q = av < 2.0f ? 0.5f : (av < 4.0f ? 1.0f : 2.0f);
+  const float r = std::min(std::nearbyint(av / q) * q, 6.0f);
+  for (int c = 0; c < 8; ++c)
+    if (e2m1_to_f32(static_cast<uint8_t>(c)) == r) return static_cast<uint8_t>(sign | c);
+  return 0xff;
+}
+
+TEST(Formats, EncodersMatchTheRoundingDefinition) {
+  std::vector<float> vals;
+  for (uint64_t b = 0; b < (1ull << 32); b += 4093) {
+    const uint32_t bits = static_cast<uint32_t>(b);
+    float f;
+    std::memcpy(&f, &bits, 4);
+    vals.push_back(f);
+  }
+  std::vector<float> points;  // grid values and the midpoints between neighbours
+  for (int c = 0; c < 0x7e; ++c) {
+    const float a = e4m3_to_f32(static_cast<uint8_t>(c)), b = e4m3_to_f32(c + 1);
+    points.push_back(a);
+    points.push_back((a + b) / 2);  // exact: neighbours share a binade or the step doubles
+  }
+  for (int c = 0; c < 7; ++c) {
+    const float a = e2m1_to_f32(static_cast<uint8_t>(c)), b = e2m1_to_f32(c + 1);
+    points.push_back(a);
+    points.push_back((a + b) / 2);
+  }
+  for (float p : {448.0f, 464.0f, 6.0f, std::numeric_limits<float>::infinity()})
+    points.push_back(p);
+  for (float p : points)
+    for (float s : {1.0f, -1.0f}) {
+      float f = s * p;
+      vals.push_back(f);
+      for (int k = 0; k < 2; ++k) vals.push_back(f = std::nextafter(f, 1e30f));
+      f = s * p;
+      for (int k = 0; k < 2; ++k) vals.push_back(f = std::nextafter(f, -1e30f));
+    }
+  int bad = 0;
+  for (float v : vals) {
+    if (e4m3_encode(v) != e4m3_by_definition(v) && bad++ < 5)
+      ADD_FAILURE() << "e4m3_encode(" << v << ") = " << int(e4m3_encode(v)) << ", want "
+                    << int(e4m3_by_definition(v));
+    if (e2m1_encode(v) != e2m1_by_definition(v) && bad++ < 5)
+      ADD_FAILURE() << "e2m1_encode(" << v << ") = " << int(e2m1_encode(v)) << ", want "
+                    << int(e2m1_by_definition(v));
+  }
+  EXPECT_GT(vals.size(), 1000000u);
 }
 
 TEST(Formats, E8m0DecodesEveryByteToItsPowerOfTwo) {
