@@ -63,7 +63,8 @@ uint8_t ue8m0_block_scale(float amax, BlockFormat fmt) {
 
 // Both encoders take no library call (frexp, ldexp and nearbyint were ~20 ns per value): they run
 // for every stored KV entry (448 values) and every indexer query element (64 heads × 128 per
-// token and CSA layer: 0.14 ms per decoded token and layer before, ~10 % of its attention).
+// token and CSA layer). flash-4l decode on Zen 5: storing a KV entry 6.5 → 1.8 µs, the 64 query
+// heads' RoPE, Hadamard and FP4 round trip 0.144 → 0.072 ms per CSA layer.
 
 uint8_t e4m3_encode(float v) {
   if (std::isnan(v)) return 0x7f;
