@@ -331,15 +331,17 @@ namespace {
 // Transposed query rows are padded to this many floats: whole vectors on every target (AVX-512's
 // 16 lanes and its divisors), 64 bytes apart.
 constexpr size_t kQueryRowAlign = 16;
+size_t query_row_stride(size_t nq) {
+  return (nq + kQueryRowAlign - 1) / kQueryRowAlign * kQueryRowAlign;
+}
 }  // namespace
 
 size_t transposed_queries_floats(size_t nq, size_t dim) {
-  const size_t stride = (nq + kQueryRowAlign - 1) / kQueryRowAlign * kQueryRowAlign;
-  return dim * stride + kQueryRowAlign;  // + the shift to a 64-byte boundary
+  return dim * query_row_stride(nq) + kQueryRowAlign;  // + the shift to a 64-byte boundary
 }
 
 TransposedQueries transpose_queries(const float* Q, size_t ldq, size_t nq, size_t dim, float* buf) {
-  const size_t stride = (nq + kQueryRowAlign - 1) / kQueryRowAlign * kQueryRowAlign;
+  const size_t stride = query_row_stride(nq);
   const size_t skip = (64 - reinterpret_cast<uintptr_t>(buf) % 64) % 64 / sizeof(float);
   float* q = buf + skip;  // float buffers are 4-byte aligned, so 64 bytes is ≤ 15 floats away
   // Eight query rows at a time, each read in order, instead of a column of all the rows per
