@@ -107,7 +107,11 @@ constexpr size_t kShortRowBytes = 4096;
 // 4 KiB measured faster prefetched row by row, 512 bytes ahead (a prototype decoding every code
 // that way, bench/matmul_bench on a Xeon, fp8_4096x4096 n = 1: 2 threads 21.8-22.5 → 24.7-25.7
 // GB/s, 1 thread 11.6 → 12.8; 256, 384, 640, 1024, 2048 and 4096 bytes ahead were slower); the
-// f16 decode alone measured the same either way. K = 1024 rows (wq_b) keep RangePrefetch.
+// f16 decode alone measured the same either way. For several tokens, K = 1024 rows (wq_b) keep
+// RangePrefetch; a single token prefetches them row by row too, since RowPrefetchOffset runs on
+// into the next block: flash-4l `dsv4 bench` decode with a throwaway patch alternating the two
+// ways token by token (Zen 5, 2 threads, 2 runs): wq_b (32768×1024) 32.0-32.2 → 35.1-36.3 GB/s,
+// the indexer's wq_b (8192×1024) 31.9-32.6 → 34.4-35.5.
 constexpr size_t kFp8ShortRowBytes = 1024;
 constexpr size_t kFp8PrefetchBytes = 512;
 // Rows longer than kShortRowBytes (kFp8ShortRowBytes) are prefetched row by row, `ahead` bytes in
@@ -142,7 +146,8 @@ inline size_t GemvTokenBlock(size_t Kp, size_t group) {
 // the next block of rows uncovered; prefetching that whole block as one range instead measured
 // faster on Zen 5 (bench/matmul_bench, n = 1, back to back): FP8 32768×1024 15-17 → 20-22 GB/s
 // with 1 thread and 27-28 → 34-37 with 2, FP4 10-25 % (1 thread), FP8 4096×4096 within noise;
-// for BF16/F32 rows of 8 KiB and more it measured slower (21-22 against 23-25 GB/s).
+// for BF16/F32 rows of 8 KiB and more it measured slower (21-22 against 23-25 GB/s). The FP4
+// GEMV at the experts' fixed widths has since measured faster prefetched by row (Fp4FixedFmt).
 class RangePrefetch {
  public:
   RangePrefetch(const uint8_t* p, size_t bytes, size_t steps)
@@ -383,8 +388,18 @@ struct Fp4Fmt {
 // experts, the two ways alternated token by token in one process, 3 runs) the
 // routed experts' w1/w3 from 15.2-16.8 to 17.1-18.8 GB/s per thread and w2 from 16.3-17.6 to
 // 18.0-19.5. The same instructions in the same order per row: the same bits.
+//
+// Its rows (1-3.5 KiB) are prefetched row by row, kPrefetchBytes ahead and on into the next block
+// (RowPrefetchOffset), not as one range per block: with the range the next block's last rows were
+// asked for only just before they were needed, and FP4 from DRAM ran at ~0.6 of what one core
+// decodes in cache (17 against 27 GB/s, while it reads 34 GB/s). Measured with throwaway programs
+// (not in the repository), the two ways alternated in one process (Zen 5): 72 expert matrices
+// (w1, w3, w2 shapes, 321 MB) from DRAM, 1 thread 17.6-23.1 → 21.9-23.6 GB/s, 2 threads each on
+// its own experts 31.4-34.6 → 36.5; flash-4l `dsv4 bench` decode, the ways alternated token by
+// token (2 runs): w1/w3 +11-14 %, w2 -1 to +11 %. 512 and 1536 bytes ahead measured the same.
 template <size_t kK>
 struct Fp4FixedFmt : Fp4Fmt {
+  static constexpr bool kPrefetchByRow = true;
   static constexpr size_t kRowBytes = kK / 2, kScaleRowBytes = kK / 32;
   const uint8_t* row_ptr(size_t r) const { return data + r * kRowBytes; }
   Aux aux(size_t r, size_t c) const { return aux_in(scales + r * kScaleRowBytes, c); }
@@ -434,7 +449,8 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
   };
   for (size_t r = 0; r < R; ++r) f.prefetch_aux(r0 + R + r);  // the next block's scales
   const size_t row_bytes = static_cast<size_t>(f.row_ptr(r0 + 1) - f.row_ptr(r0));
-  const bool short_rows = row_bytes <= md::kShortRowBytes;
+  constexpr bool kByRow = requires { F::kPrefetchByRow; };
+  const bool short_rows = !kByRow && row_bytes <= md::kShortRowBytes;
   const md::RangePrefetch next(f.row_ptr(r0 + R), short_rows ? R * row_bytes : 0, nfull);
   for (size_t c = 0; c < nfull; ++c) {
     VF w[R][F::kVecs];
@@ -861,7 +877,7 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, co
   const uint8_t* base[R];
   for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
   const size_t nfull = K / kC;
-  const bool short_rows = K <= md::kFp8ShortRowBytes;
+  const bool short_rows = T > 1 && K <= md::kFp8ShortRowBytes;
   const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
   // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check;
   // kFast: decoded by PlaceE4m3 and multiplied with xs2.
