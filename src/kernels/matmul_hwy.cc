@@ -107,18 +107,16 @@ constexpr size_t kShortRowBytes = 4096;
 // 4 KiB measured faster prefetched row by row, 512 bytes ahead (a prototype decoding every code
 // that way, bench/matmul_bench on a Xeon, fp8_4096x4096 n = 1: 2 threads 21.8-22.5 → 24.7-25.7
 // GB/s, 1 thread 11.6 → 12.8; 256, 384, 640, 1024, 2048 and 4096 bytes ahead were slower); the
-// f16 decode alone measured the same either way. For several tokens, K = 1024 rows (wq_b) keep
-// RangePrefetch; a single token prefetches them row by row too, since RowPrefetchOffset runs on
-// into the next block: flash-4l `dsv4 bench` decode with a throwaway patch alternating the two
-// ways token by token (Zen 5, 2 threads, 2 runs): wq_b (32768×1024) 32.0-32.2 → 35.1-36.3 GB/s,
-// the indexer's wq_b (8192×1024) 31.9-32.6 → 34.4-35.5.
+// f16 decode alone measured the same either way. K = 1024 rows (wq_b) count as short
+// (PrefetchNextRange).
 constexpr size_t kFp8ShortRowBytes = 1024;
 constexpr size_t kFp8PrefetchBytes = 512;
-// Rows longer than kShortRowBytes (kFp8ShortRowBytes) are prefetched row by row, `ahead` bytes in
-// front of byte `at` of each of the block's R rows (row_bytes apart); past a row's end the prefetch
-// moves on to the same row of the next block (R rows further), which the thread usually reads next,
-// instead of running into row r+1, which the block is reading already: otherwise every block but
-// the first starts with R cold rows. Measured in flash-4l `dsv4 bench` decode with a throwaway
+// Rows longer than kShortRowBytes (kFp8ShortRowBytes), and a single token's rows of any length
+// (PrefetchNextRange), are prefetched row by row, `ahead` bytes in front of byte `at` of each of
+// the block's R rows (row_bytes apart); past a row's end the prefetch moves on to the same row of
+// the next block (R rows further), which the thread usually reads next, instead of running into
+// row r+1, which the block is reading already: otherwise every block but the first starts with R
+// cold rows. Measured in flash-4l `dsv4 bench` decode with a throwaway
 // timing patch (not in the repository) around matmul() that alternated the two ways token by token
 // in one process (Zen 5, 2 threads, 3 runs): LM head (BF16, 8 KiB rows) 49.5-49.8 → 54.9-56.3
 // GB/s, FP8 shared-expert w2 (4096×2048) 35.4-36.3 → 44.3-46.0, wo_b (4096×8192) 43.1-45.2 →
@@ -146,8 +144,9 @@ inline size_t GemvTokenBlock(size_t Kp, size_t group) {
 // the next block of rows uncovered; prefetching that whole block as one range instead measured
 // faster on Zen 5 (bench/matmul_bench, n = 1, back to back): FP8 32768×1024 15-17 → 20-22 GB/s
 // with 1 thread and 27-28 → 34-37 with 2, FP4 10-25 % (1 thread), FP8 4096×4096 within noise;
-// for BF16/F32 rows of 8 KiB and more it measured slower (21-22 against 23-25 GB/s). The FP4
-// GEMV at the experts' fixed widths has since measured faster prefetched by row (Fp4FixedFmt).
+// for BF16/F32 rows of 8 KiB and more it measured slower (21-22 against 23-25 GB/s). Since
+// RowPrefetchOffset runs on into the next block, a single token's short rows measure faster
+// prefetched row by row too: see PrefetchNextRange.
 class RangePrefetch {
  public:
   RangePrefetch(const uint8_t* p, size_t bytes, size_t steps)
@@ -163,6 +162,21 @@ class RangePrefetch {
   const uint8_t* p_;
   size_t bytes_, lines_per_step_;
 };
+
+// Whether a GEMV block of `tokens` tokens prefetches the next block of rows as one range
+// (RangePrefetch) rather than row by row (RowPrefetchOffset): short rows with several tokens
+// only. For a single token the range was asked for in address order, so the next block's last
+// rows arrived just before they were needed: FP4 expert rows from DRAM ran at ~0.6 of what one
+// core decodes in cache (17 against 27 GB/s, while it reads 34 GB/s). Measured with throwaway
+// programs (not in the repository), the two ways alternated in one process (Zen 5): 72 expert
+// matrices (w1, w3, w2 shapes, 321 MB) from DRAM, 1 thread 17.6-23.1 → 21.9-23.6 GB/s, 2 threads
+// each on its own experts 31.4-34.6 → 36.5 (512 and 1536 bytes ahead measured the same as 1024);
+// flash-4l `dsv4 bench` decode, the ways alternated token by token (2 runs each): routed w1/w3
+// +11-14 %, w2 -1 to +11 %, FP8 wq_b (32768×1024) 32.0-32.2 → 35.1-36.3 GB/s, the indexer's wq_b
+// (8192×1024) 31.9-32.6 → 34.4-35.5. Several tokens keep the range, as measured for them.
+inline bool PrefetchNextRange(size_t tokens, size_t row_bytes, size_t short_row_bytes) {
+  return tokens > 1 && row_bytes <= short_row_bytes;
+}
 
 // Runs body(b, e) over [0, rows) on every thread of the pool, in chunks (multiples of `grain`,
 // about 8 per thread) taken from a shared counter (ThreadPool::parallel_for_dynamic): a thread
@@ -388,18 +402,8 @@ struct Fp4Fmt {
 // experts, the two ways alternated token by token in one process, 3 runs) the
 // routed experts' w1/w3 from 15.2-16.8 to 17.1-18.8 GB/s per thread and w2 from 16.3-17.6 to
 // 18.0-19.5. The same instructions in the same order per row: the same bits.
-//
-// Its rows (1-3.5 KiB) are prefetched row by row, kPrefetchBytes ahead and on into the next block
-// (RowPrefetchOffset), not as one range per block: with the range the next block's last rows were
-// asked for only just before they were needed, and FP4 from DRAM ran at ~0.6 of what one core
-// decodes in cache (17 against 27 GB/s, while it reads 34 GB/s). Measured with throwaway programs
-// (not in the repository), the two ways alternated in one process (Zen 5): 72 expert matrices
-// (w1, w3, w2 shapes, 321 MB) from DRAM, 1 thread 17.6-23.1 → 21.9-23.6 GB/s, 2 threads each on
-// its own experts 31.4-34.6 → 36.5; flash-4l `dsv4 bench` decode, the ways alternated token by
-// token (2 runs): w1/w3 +11-14 %, w2 -1 to +11 %. 512 and 1536 bytes ahead measured the same.
 template <size_t kK>
 struct Fp4FixedFmt : Fp4Fmt {
-  static constexpr bool kPrefetchByRow = true;
   static constexpr size_t kRowBytes = kK / 2, kScaleRowBytes = kK / 32;
   const uint8_t* row_ptr(size_t r) const { return data + r * kRowBytes; }
   Aux aux(size_t r, size_t c) const { return aux_in(scales + r * kScaleRowBytes, c); }
@@ -449,12 +453,11 @@ HWY_NOINLINE void GemvBlock(const F& f, size_t K, size_t r0, const float* xp, si
   };
   for (size_t r = 0; r < R; ++r) f.prefetch_aux(r0 + R + r);  // the next block's scales
   const size_t row_bytes = static_cast<size_t>(f.row_ptr(r0 + 1) - f.row_ptr(r0));
-  constexpr bool kByRow = requires { F::kPrefetchByRow; };
-  const bool short_rows = !kByRow && row_bytes <= md::kShortRowBytes;
-  const md::RangePrefetch next(f.row_ptr(r0 + R), short_rows ? R * row_bytes : 0, nfull);
+  const bool range_pf = md::PrefetchNextRange(T, row_bytes, md::kShortRowBytes);
+  const md::RangePrefetch next(f.row_ptr(r0 + R), range_pf ? R * row_bytes : 0, nfull);
   for (size_t c = 0; c < nfull; ++c) {
     VF w[R][F::kVecs];
-    const bool pf = !short_rows && (c * F::kChunkBytes) % 64 == 0;  // one per cache line
+    const bool pf = !range_pf && (c * F::kChunkBytes) % 64 == 0;  // one per cache line
     next.step(c);
     const size_t pf_off =
         md::RowPrefetchOffset(c * F::kChunkBytes, row_bytes, R, md::kPrefetchBytes);
@@ -877,8 +880,8 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, co
   const uint8_t* base[R];
   for (size_t r = 0; r < R; ++r) base[r] = f.data + (r0 + r) * K;
   const size_t nfull = K / kC;
-  const bool short_rows = T > 1 && K <= md::kFp8ShortRowBytes;
-  const md::RangePrefetch next(f.data + (r0 + R) * K, short_rows ? R * K : 0, nfull);
+  const bool range_pf = md::PrefetchNextRange(T, K, md::kFp8ShortRowBytes);
+  const md::RangePrefetch next(f.data + (r0 + R) * K, range_pf ? R * K : 0, nfull);
   // Chunk c at ptr[r]; `check` bytes from there (0, one or two chunks) go through the NaN check;
   // kFast: decoded by PlaceE4m3 and multiplied with xs2.
   // With several tokens the chunk's two vectors are decoded one after the other, so that the R·T
@@ -924,7 +927,7 @@ HWY_NOINLINE void GemvBlockFp8X(const Fp8XCtx& f, size_t r0, const float* xs, co
     const size_t pf_off = md::RowPrefetchOffset(c * kC, K, R, md::kFp8PrefetchBytes);
     for (size_t r = 0; r < R; ++r) {
       ptr[r] = base[r] + c * kC;
-      if (!short_rows && (c * kC) % 64 == 0) hwy::Prefetch(base[r] + pf_off);
+      if (!range_pf && (c * kC) % 64 == 0) hwy::Prefetch(base[r] + pf_off);
     }
     if constexpr (kMap) {
       const size_t g = c / kChunksPerGroup;
