@@ -300,6 +300,30 @@ TEST(Matmul, RowsIndependentOfThreadsAndTokenCount) {
   }
 }
 
+// Products with few rows (mHC's mix: 24 rows) give each thread one share of whole register blocks,
+// for a single token as for several: the rows come out the same bits on any thread count as in a
+// big batch (row counts that split into 8 + 4, 4 + 4 + …, and a lone tail row).
+TEST(Matmul, FewRowsSameBitsOnAnyThreadCount) {
+  ThreadPool p1(1), p2(2), p3(3);
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kFp4Block32}) {
+    for (size_t rows : {size_t{24}, size_t{13}, size_t{40}}) {
+      const size_t cols = 16384, n = 8;  // mHC's width; 24·16384 clears the parallel threshold
+      TestMatrix m = make_matrix(f, rows, cols, 41);
+      std::vector<float> x = random_x(n, cols, 42);
+      std::vector<float> base(n * rows);
+      matmul_simd(m.view, x.data(), cols, n, base.data(), rows, nullptr, false);
+      for (ThreadPool* pool : {&p1, &p2, &p3}) {
+        for (size_t t : {size_t{0}, size_t{5}}) {
+          std::vector<float> y(rows);
+          matmul_simd(m.view, x.data() + t * cols, cols, 1, y.data(), rows, pool, false);
+          ASSERT_EQ(0, std::memcmp(y.data(), base.data() + t * rows, rows * 4))
+              << weight_format_name(f) << " rows " << rows << " threads " << pool->size();
+        }
+      }
+    }
+  }
+}
+
 // Long rows (several K blocks of the GEMM below AVX-512; on AVX-512, chains of ~270 steps in one
 // micro-kernel call), a token count past one token block and not a multiple of the micro-kernel's,
 // and a row count not a multiple of the GEMM's row panel: the GEMM gives bit for bit the row values
