@@ -82,7 +82,7 @@ void Checkpoint::add_file(const std::string& path) {
     header = json::parse(mf.data() + 8, mf.data() + 8 + hlen);
   } catch (const json::parse_error& e) {
     throw Error(path + ": header is not valid JSON (header bytes 8.." + std::to_string(data_start) +
-                "): " + e.what());
+                "): " + printable(e.what()));
   }
   if (!header.is_object()) throw Error(path + ": header JSON is not an object");
 
@@ -171,7 +171,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
       std::ifstream in(index_path);
       index = json::parse(in);
     } catch (const json::exception& e) {
-      throw Error(index_path.string() + ": not valid JSON: " + e.what());
+      throw Error(index_path.string() + ": not valid JSON: " + printable(e.what()));
     }
     if (!index.contains("weight_map") || !index["weight_map"].is_object()) {
       throw Error(index_path.string() + ": missing object field 'weight_map'");

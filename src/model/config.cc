@@ -1,5 +1,6 @@
 #include "model/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -24,7 +25,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   try {
     j = json::parse(text);
   } catch (const json::parse_error& e) {
-    throw Error(origin + ": not valid JSON: " + e.what());
+    throw Error(origin + ": not valid JSON: " + printable(e.what()));
   }
   if (!j.is_object()) throw Error(origin + ": top level is not an object");
   std::set<std::string> used;
@@ -43,16 +44,34 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     if (v <= 0 || v > (int64_t{1} << 30)) throw Error(origin + ": key '" + key + "' must be positive, got " + std::to_string(v));
     return static_cast<int>(v);
   };
-  auto get_num = [&](const json& obj, const std::string& key, const std::string& path) -> float {
-    const json& v = field(obj, key, path);
-    if (!v.is_number()) throw Error(origin + ": key '" + path + "' must be a number, got " + v.dump());
-    return v.get<float>();
+  auto get_count = [&](const std::string& key) -> int {  // 0 allowed (none of this kind)
+    int64_t v = get_int(key);
+    if (v < 0 || v > (int64_t{1} << 30)) throw Error(origin + ": key '" + key + "' must be 0 or more, got " + std::to_string(v));
+    return static_cast<int>(v);
   };
-  auto opt_num = [&](const std::string& key, float dflt) -> float {
+  // Numbers must be finite in fp32 and above `min` (or at least it, `min_ok`): a negative
+  // epsilon, a rope_theta of 0 or 1e39 (inf in fp32) would give NaN or silently wrong logits.
+  auto check_num = [&](const json& v, const std::string& path, float min, bool min_ok) -> float {
+    if (!v.is_number()) throw Error(origin + ": key '" + path + "' must be a number, got " + v.dump());
+    const float f = v.get<float>();
+    if (!std::isfinite(f) || f < min || (f == min && !min_ok)) {
+      throw Error(origin + ": key '" + path + "' must be a finite number " + (min_ok ? ">= " : "> ") +
+                  json(min).dump() + ", got " + v.dump());
+    }
+    return f;
+  };
+  auto get_num = [&](const json& obj, const std::string& key, const std::string& path, float min,
+                     bool min_ok) -> float { return check_num(field(obj, key, path), path, min, min_ok); };
+  auto opt_num = [&](const std::string& key, float dflt, float min, bool min_ok) -> float {
     used.insert(key);
-    if (!j.contains(key)) return dflt;
-    if (!j[key].is_number()) throw Error(origin + ": key '" + key + "' must be a number");
-    return j[key].get<float>();
+    return j.contains(key) ? check_num(j[key], key, min, min_ok) : dflt;
+  };
+  // Keys whose value dsv4 does not read because V4 fixes it: another value is another model.
+  auto require_value = [&](const json& obj, const std::string& key, const std::string& path, const json& want) {
+    used.insert(path);
+    if (obj.contains(key) && obj[key] != want) {
+      throw Error(origin + ": " + path + " " + obj[key].dump() + " is not supported (DeepSeek-V4 has " + want.dump() + ")");
+    }
   };
 
   ModelConfig c;
@@ -60,7 +79,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   c.dim = get_pos("hidden_size");
   c.n_layers = get_pos("num_hidden_layers");
   used.insert("num_nextn_predict_layers");
-  c.n_mtp_layers = j.contains("num_nextn_predict_layers") ? static_cast<int>(get_int("num_nextn_predict_layers")) : 0;
+  c.n_mtp_layers = j.contains("num_nextn_predict_layers") ? get_count("num_nextn_predict_layers") : 0;
   c.n_heads = get_pos("num_attention_heads");
   if (get_int("num_key_value_heads") != 1) throw Error(origin + ": num_key_value_heads must be 1 (V4 has one shared KV head)");
   c.head_dim = get_pos("head_dim");
@@ -73,23 +92,31 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   c.index_head_dim = get_pos("index_head_dim");
   c.index_topk = get_pos("index_topk");
   c.n_routed_experts = get_pos("n_routed_experts");
-  c.n_shared_experts = static_cast<int>(get_int("n_shared_experts"));
+  c.n_shared_experts = get_count("n_shared_experts");
   c.n_activated_experts = get_pos("num_experts_per_tok");
   c.moe_inter_dim = get_pos("moe_intermediate_size");
-  c.n_hash_layers = static_cast<int>(get_int("num_hash_layers"));
-  c.route_scale = get_num(j, "routed_scaling_factor", "routed_scaling_factor");
-  c.swiglu_limit = get_num(j, "swiglu_limit", "swiglu_limit");
+  c.n_hash_layers = get_count("num_hash_layers");
+  c.route_scale = get_num(j, "routed_scaling_factor", "routed_scaling_factor", 0.0f, false);
+  c.swiglu_limit = get_num(j, "swiglu_limit", "swiglu_limit", 0.0f, true);  // 0: no clamp
   c.hc_mult = get_pos("hc_mult");
   c.hc_sinkhorn_iters = get_pos("hc_sinkhorn_iters");
-  c.hc_eps = opt_num("hc_eps", 1e-6f);
-  c.norm_eps = opt_num("rms_norm_eps", 1e-6f);
-  c.rope_theta = get_num(j, "rope_theta", "rope_theta");
-  c.compress_rope_theta = get_num(j, "compress_rope_theta", "compress_rope_theta");
-  c.max_position_embeddings = get_int("max_position_embeddings");
+  c.hc_eps = opt_num("hc_eps", 1e-6f, 0.0f, true);
+  c.norm_eps = opt_num("rms_norm_eps", 1e-6f, 0.0f, true);
+  // θ ≤ 1 makes the frequencies grow with the dimension and YaRN's log(θ) zero or negative.
+  c.rope_theta = get_num(j, "rope_theta", "rope_theta", 1.0f, false);
+  c.compress_rope_theta = get_num(j, "compress_rope_theta", "compress_rope_theta", 1.0f, false);
+  c.max_position_embeddings = get_pos("max_position_embeddings");
   used.insert("bos_token_id");
   used.insert("eos_token_id");
-  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"];
-  if (j.contains("eos_token_id") && j["eos_token_id"].is_number_integer()) c.eos_token_id = j["eos_token_id"];
+  for (auto [key, id] : {std::pair{"bos_token_id", &c.bos_token_id}, {"eos_token_id", &c.eos_token_id}}) {
+    if (!j.contains(key)) continue;
+    const json& v = j[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.vocab_size) {
+      throw Error(origin + ": key '" + key + "' must be a token id in [0, vocab_size = " +
+                  std::to_string(c.vocab_size) + "), got " + v.dump());
+    }
+    *id = v.get<int>();
+  }
 
   const json& sf = field(j, "scoring_func", "scoring_func");
   if (!sf.is_string() || sf.get<std::string>() != "sqrtsoftplus") {
@@ -97,19 +124,22 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   }
   c.scoring_func = sf.get<std::string>();
   used.insert("expert_dtype");
-  c.expert_dtype = j.contains("expert_dtype") && j["expert_dtype"].is_string() ? j["expert_dtype"].get<std::string>() : "fp4";
-  if (c.expert_dtype != "fp4") {
-    throw Error(origin + ": expert_dtype '" + c.expert_dtype + "' is not supported (only fp4 routed experts)");
+  c.expert_dtype = "fp4";  // absent in the initial Flash config
+  if (j.contains("expert_dtype") && j["expert_dtype"] != "fp4") {
+    throw Error(origin + ": expert_dtype " + j["expert_dtype"].dump() + " is not supported (only \"fp4\" routed experts)");
   }
 
   const json& rs = field(j, "rope_scaling", "rope_scaling");
   if (!rs.is_object()) throw Error(origin + ": rope_scaling must be an object");
-  c.rope_factor = get_num(rs, "factor", "rope_scaling.factor");
+  require_value(rs, "type", "rope_scaling.type", "yarn");
+  c.rope_factor = get_num(rs, "factor", "rope_scaling.factor", 0.0f, false);
   const json& osl = field(rs, "original_max_position_embeddings", "rope_scaling.original_max_position_embeddings");
-  if (!osl.is_number_integer()) throw Error(origin + ": rope_scaling.original_max_position_embeddings must be an integer");
+  if (!osl.is_number_integer() || osl.get<int64_t>() <= 0) {
+    throw Error(origin + ": rope_scaling.original_max_position_embeddings must be a positive integer, got " + osl.dump());
+  }
   c.original_seq_len = osl.get<int64_t>();
-  c.beta_fast = get_num(rs, "beta_fast", "rope_scaling.beta_fast");
-  c.beta_slow = get_num(rs, "beta_slow", "rope_scaling.beta_slow");
+  c.beta_fast = get_num(rs, "beta_fast", "rope_scaling.beta_fast", 0.0f, false);
+  c.beta_slow = get_num(rs, "beta_slow", "rope_scaling.beta_slow", 0.0f, false);
 
   const json& q = field(j, "quantization_config", "quantization_config");
   if (!q.is_object()) throw Error(origin + ": quantization_config must be an object");
@@ -119,6 +149,13 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   }
   if (q.contains("fmt") && q["fmt"] != "e4m3") throw Error(origin + ": quantization_config.fmt must be \"e4m3\"");
   if (q.contains("scale_fmt") && q["scale_fmt"] != "ue8m0") throw Error(origin + ": quantization_config.scale_fmt must be \"ue8m0\"");
+  require_value(q, "quant_method", "quantization_config.quant_method", "fp8");
+
+  require_value(j, "attention_bias", "attention_bias", false);
+  require_value(j, "hidden_act", "hidden_act", "silu");
+  require_value(j, "norm_topk_prob", "norm_topk_prob", true);
+  require_value(j, "topk_method", "topk_method", "noaux_tc");
+  require_value(j, "tie_word_embeddings", "tie_word_embeddings", false);
 
   const json& cr = field(j, "compress_ratios", "compress_ratios");
   if (!cr.is_array()) throw Error(origin + ": compress_ratios must be an array");
@@ -154,15 +191,11 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
 
   // Keys we read or knowingly do not need; anything else is noted (future keys are ignored).
   static const char* known[] = {
-      "architectures", "attention_bias", "attention_dropout", "hidden_act", "initializer_range",
-      "model_type", "norm_topk_prob", "tie_word_embeddings", "topk_method", "torch_dtype",
+      "architectures", "attention_dropout", "initializer_range", "model_type", "torch_dtype",
       "transformers_version", "use_cache", "pad_token_id", "auto_map", "dtype"};
   for (const char* k : known) used.insert(k);
   for (auto it = j.begin(); it != j.end(); ++it) {
     if (!used.count(it.key())) c.notes.push_back("config.json key '" + it.key() + "' is not used by dsv4 (ignored)");
-  }
-  if (j.contains("tie_word_embeddings") && j["tie_word_embeddings"] == true) {
-    throw Error(origin + ": tie_word_embeddings=true is not a DeepSeek-V4 checkpoint");
   }
   return c;
 }

@@ -5,6 +5,7 @@
 
 #include "numerics/formats.h"
 #include "util/error.h"
+#include "util/function_ref.h"
 
 namespace dsv4 {
 
@@ -12,11 +13,11 @@ namespace {
 
 int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Hands every expected tensor to `out` in table order, without keeping the table: a config
+// naming millions of experts is then checked in bounded memory (validate_checkpoint stops early).
 struct TableBuilder {
-  std::vector<ExpectedTensor> out;
-  void add(const std::string& n, DType d, std::vector<int64_t> s) {
-    out.push_back({n, d, std::move(s)});
-  }
+  FunctionRef<void(ExpectedTensor&&)> out;
+  void add(const std::string& n, DType d, std::vector<int64_t> s) { out({n, d, std::move(s)}); }
   void fp8(const std::string& m, int64_t rows, int64_t cols) {
     add(m + ".weight", DType::kF8_E4M3, {rows, cols});
     add(m + ".scale", DType::kF8_E8M0, {cdiv(rows, 128), cdiv(cols, 128)});
@@ -87,8 +88,8 @@ std::string shape_str(const std::vector<int64_t>& s) {
 
 }  // namespace
 
-std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
-  TableBuilder b;
+void for_each_expected_tensor(const ModelConfig& c, FunctionRef<void(ExpectedTensor&&)> out) {
+  TableBuilder b{out};
   const int64_t D = c.dim, hc = c.hc_mult;
   b.add("embed.weight", DType::kBF16, {c.vocab_size, D});
   b.add("head.weight", DType::kBF16, {c.vocab_size, D});
@@ -110,38 +111,59 @@ std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
     b.add(p + ".hc_head_base", DType::kF32, {hc});
     b.add(p + ".hc_head_scale", DType::kF32, {1});
   }
-  return b.out;
+}
+
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
+  std::vector<ExpectedTensor> all;
+  for_each_expected_tensor(c, [&](ExpectedTensor&& e) { all.push_back(std::move(e)); });
+  return all;
 }
 
 void validate_checkpoint(const Checkpoint& ck, const ModelConfig& cfg) {
-  std::vector<std::string> problems;
-  std::set<std::string> expected_names;
-  for (const ExpectedTensor& e : expected_tensors(cfg)) {
-    expected_names.insert(e.name);
+  // The first kShown problems are listed; checking stops at kMaxProblems, so that a config whose
+  // counts are far off (n_routed_experts = 10^6 asks for 10^8 tensors) fails in a moment instead of
+  // listing every missing tensor.
+  constexpr size_t kShown = 20, kMaxProblems = 10000;
+  std::vector<std::string> shown;
+  size_t count = 0;
+  auto fail = [&](bool stopped) {
+    std::string msg = "checkpoint does not match config.json (" + std::to_string(count) +
+                      (stopped ? " problems, checking stopped there" : " problem") +
+                      (!stopped && count > 1 ? "s" : "") + "):";
+    for (const std::string& p : shown) msg += "\n  " + p;
+    if (count > shown.size()) msg += "\n  …and " + std::to_string(count - shown.size()) + " more";
+    throw Error(msg);
+  };
+  auto problem = [&](std::string text) {
+    if (shown.size() < kShown) shown.push_back(std::move(text));
+    if (++count == kMaxProblems) fail(true);
+  };
+  size_t found = 0;  // checkpoint tensors the config expects
+  for_each_expected_tensor(cfg, [&](ExpectedTensor&& e) {
     const TensorInfo* t = ck.find(e.name);
     if (!t) {
-      problems.push_back("missing tensor '" + e.name + "' (expected " + dtype_name(e.dtype) + " " +
-                         shape_str(e.shape) + ")");
-      continue;
+      problem("missing tensor '" + e.name + "' (expected " + dtype_name(e.dtype) + " " +
+              shape_str(e.shape) + ")");
+      return;
     }
+    ++found;
     if (t->dtype != e.dtype || t->shape != e.shape) {
-      problems.push_back(t->file + ": tensor '" + e.name + "' is " + dtype_name(t->dtype) + " " +
-                         t->shape_str() + ", config expects " + dtype_name(e.dtype) + " " +
-                         shape_str(e.shape));
+      problem(t->file + ": tensor '" + e.name + "' is " + dtype_name(t->dtype) + " " +
+              t->shape_str() + ", config expects " + dtype_name(e.dtype) + " " +
+              shape_str(e.shape));
+    }
+  });
+  if (found < ck.tensors().size()) {  // some checkpoint tensors are not in the table: name them
+    std::set<std::string> expected_names;
+    for_each_expected_tensor(cfg, [&](ExpectedTensor&& e) { expected_names.insert(e.name); });
+    for (const auto& [name, t] : ck.tensors()) {
+      if (!expected_names.count(name)) {
+        problem(t.file + ": unexpected tensor '" + name + "' (" + dtype_name(t.dtype) + " " +
+                t.shape_str() + ") not part of this config");
+      }
     }
   }
-  for (const auto& [name, t] : ck.tensors()) {
-    if (!expected_names.count(name)) {
-      problems.push_back(t.file + ": unexpected tensor '" + name + "' (" + dtype_name(t.dtype) +
-                         " " + t.shape_str() + ") not part of this config");
-    }
-  }
-  if (problems.empty()) return;
-  std::string msg = "checkpoint does not match config.json (" + std::to_string(problems.size()) +
-                    " problem" + (problems.size() > 1 ? "s" : "") + "):";
-  for (size_t i = 0; i < problems.size() && i < 20; ++i) msg += "\n  " + problems[i];
-  if (problems.size() > 20) msg += "\n  …and " + std::to_string(problems.size() - 20) + " more";
-  throw Error(msg);
+  if (count) fail(false);
 }
 
 namespace {

@@ -12,6 +12,7 @@
 #include "kernels/fp8_code_map.h"
 #include "kernels/matmul.h"
 #include "model/config.h"
+#include "util/function_ref.h"
 
 namespace dsv4 {
 
@@ -23,6 +24,8 @@ struct ExpectedTensor {
 
 // Every tensor a checkpoint of this config must hold (main layers, MTP, top level).
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& cfg);
+// The same tensors, one at a time, in the same order.
+void for_each_expected_tensor(const ModelConfig& cfg, FunctionRef<void(ExpectedTensor&&)> out);
 
 // Checks a checkpoint against expected_tensors(): reports missing, unexpected and mismatched
 // tensors (file, name, expected vs found) in one Error listing up to 20 problems.

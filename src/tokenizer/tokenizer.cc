@@ -336,7 +336,7 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   try {
     j = json::parse(tokenizer_json);
   } catch (const json::exception& e) {
-    throw Error(origin + ": not valid JSON: " + e.what());
+    throw Error(origin + ": not valid JSON: " + printable(e.what()));
   }
   auto fail = [&](const std::string& what) -> Error { return Error(origin + ": " + what); };
   if (!j.is_object()) throw fail("top level is not an object");
@@ -505,7 +505,7 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     try {
       c = json::parse(config_json);
     } catch (const json::exception& e) {
-      throw Error("tokenizer_config.json: not valid JSON: " + std::string(e.what()));
+      throw Error("tokenizer_config.json: not valid JSON: " + printable(e.what()));
     }
     if (c.contains("bos_token") && !name_of(c["bos_token"]).empty()) bos_name = name_of(c["bos_token"]);
     if (c.contains("eos_token") && !name_of(c["eos_token"]).empty()) eos_name = name_of(c["eos_token"]);

@@ -93,6 +93,14 @@ const std::vector<Case>& cases() {
          spit(d / "model.safetensors", s.substr(0, s.size() / 2));
        },
        {"model.safetensors", "outside the file"}},
+      // The parser quotes the bytes it stopped at; the message shows them as \xNN, not raw.
+      {"HeaderBytesNotText", "small",
+       [](const fs::path& d) {
+         auto s = slurp(d / "model.safetensors");
+         s[8 + 40] = static_cast<char>(0xa9);
+         spit(d / "model.safetensors", s);
+       },
+       {"model.safetensors", "header is not valid JSON", "\\xa9"}},
       {"ShorterThanHeaderLength", "small", [](const fs::path& d) { spit(d / "model.safetensors", "abc"); },
        {"model.safetensors", "truncated"}},
       {"HeaderLengthPastEnd", "small",
@@ -184,6 +192,30 @@ const std::vector<Case>& cases() {
        {"config.json", "compress_ratios entry 3"}},
       {"ConfigWrongType", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["num_attention_heads"] = "eight"; }); },
        {"config.json", "num_attention_heads", "integer"}},
+      // Values the forward pass would turn into NaN or silently different logits.
+      {"ConfigNegativeEpsilon", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rms_norm_eps"] = -1e-6; }); },
+       {"config.json", "rms_norm_eps", ">= 0"}},
+      {"ConfigRopeThetaNotAboveOne", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["compress_rope_theta"] = 0; }); },
+       {"config.json", "compress_rope_theta", "> 1"}},
+      {"ConfigInfiniteInFp32", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["routed_scaling_factor"] = 1e39; }); },
+       {"config.json", "routed_scaling_factor", "finite"}},
+      {"ConfigNonPositiveContext", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["max_position_embeddings"] = 0; }); },
+       {"config.json", "max_position_embeddings", "positive"}},
+      {"ConfigNegativeMtpLayers", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["num_nextn_predict_layers"] = -1; }); },
+       {"config.json", "num_nextn_predict_layers", "0 or more"}},
+      {"ConfigEosOutsideVocab", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["eos_token_id"] = 1 << 20; }); },
+       {"config.json", "eos_token_id", "vocab_size"}},
+      {"ConfigOtherRopeScaling", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"]["type"] = "linear"; }); },
+       {"config.json", "rope_scaling.type", "\"linear\"", "yarn"}},
+      {"ConfigOtherActivation", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["hidden_act"] = "gelu"; }); },
+       {"config.json", "hidden_act", "silu"}},
+      {"ConfigAttentionBias", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["attention_bias"] = true; }); },
+       {"config.json", "attention_bias"}},
+      {"ConfigExpertDtypeNotString", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["expert_dtype"] = 4; }); },
+       {"config.json", "expert_dtype 4"}},
+      // A count far off fails at once, listing the first problems (not 10^8 missing tensors).
+      {"ConfigMillionsOfExperts", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["n_routed_experts"] = 1 << 30; }); },
+       {"checkpoint does not match config.json", "checking stopped", "layers.0.ffn.gate.weight", "…and "}},
       {"ConfigNotJson", "small", [](const fs::path& d) { spit(d / "config.json", "not json"); }, {"config.json", "not valid JSON"}},
       {"ConfigAbsent", "small", [](const fs::path& d) { fs::remove(d / "config.json"); }, {"no config.json"}},
       {"ConfigLayersDisagreeWithTensors", "small",
@@ -219,6 +251,7 @@ TEST_P(Malformed, RejectedWithNamedError) {
   const std::string err = load_error(dir);
   ASSERT_FALSE(err.empty()) << c.name << ": a malformed checkpoint loaded";
   for (const auto& s : c.expect) EXPECT_NE(err.find(s), std::string::npos) << c.name << ": '" << s << "' not in: " << err;
+  EXPECT_EQ(err.find('\xa9'), std::string::npos) << c.name << ": a raw byte of the file in: " << err;
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoint, Malformed, ::testing::Range<size_t>(0, cases().size()),
