@@ -13,7 +13,7 @@ static std::string blocks_text(const json& content, const std::string& where) {
   std::string out;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& b = content[i];
-    if (!b.is_object() || b.value("type", "") != "text" || !b.contains("text") ||
+    if (!b.is_object() || !b.contains("type") || b["type"] != "text" || !b.contains("text") ||
         !b["text"].is_string())
       throw ApiError(400, where + "[" + std::to_string(i) + "] must be a text block", "messages");
     if (!out.empty()) out += "\n\n";
@@ -52,7 +52,7 @@ static ojson convert_messages(const json& body) {
       const json& b = (*content)[k];
       const std::string bw = w + ".content[" + std::to_string(k) + "]";
       if (!b.is_object()) throw ApiError(400, bw + " must be an object", "messages");
-      const std::string type = b.value("type", "");
+      const std::string type = get_string_in(b, "type", "", bw, "messages");
       if (type == "text") {
         const json* t = field(b, "text");
         if (!t || !t->is_string()) throw ApiError(400, bw + ".text must be a string", "messages");
@@ -86,7 +86,10 @@ static ojson convert_messages(const json& body) {
           throw ApiError(400, bw + ".tool_use_id must be a string", "messages");
         std::string c;
         if (const json* rc = field(b, "content")) c = blocks_text(*rc, bw + ".content");
-        if (b.value("is_error", false)) c = "Error: " + c;
+        if (const json* e = field(b, "is_error")) {
+          if (!e->is_boolean()) throw ApiError(400, bw + ".is_error must be a boolean", "messages");
+          if (e->get<bool>()) c = "Error: " + c;
+        }
         out.push_back({{"role", "tool"}, {"tool_call_id", *id}, {"content", c}});
       } else {
         throw ApiError(
@@ -165,7 +168,7 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
   co.thinking = ctx.opts.default_thinking;
   if (const json* t = field(body, "thinking")) {
     if (!t->is_object()) throw ApiError(400, "'thinking' must be an object", "thinking");
-    const std::string type = t->value("type", "");
+    const std::string type = get_string_in(*t, "type", "", "thinking", "thinking");
     if (type == "enabled" || type == "adaptive")
       co.thinking = true;
     else if (type == "disabled")

@@ -127,6 +127,14 @@ std::string get_string(const json& body, const char* key, const std::string& def
   return v->get<std::string>();
 }
 
+std::string get_string_in(const json& obj, const char* key, const std::string& def,
+                          const std::string& where, const std::string& param) {
+  const json* v = field(obj, key);
+  if (!v) return def;
+  if (!v->is_string()) throw ApiError(400, where + "." + key + " must be a string", param);
+  return v->get<std::string>();
+}
+
 std::vector<std::string> get_stops(const json& body, const char* key) {
   std::vector<std::string> out;
   const json* v = field(body, key);
@@ -158,7 +166,7 @@ json parse_body(const httplib::Request& req) {
   try {
     body = json::parse(req.body);
   } catch (const std::exception& e) {
-    throw ApiError(400, std::string("request body is not valid JSON: ") + e.what());
+    throw ApiError(400, std::string("request body is not valid JSON: ") + printable(e.what()));
   }
   if (!body.is_object()) throw ApiError(400, "request body must be a JSON object");
   return body;

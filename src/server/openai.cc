@@ -41,7 +41,7 @@ ojson convert_openai_messages(const json& messages) {
         const json& part = (*content)[k];
         const std::string pw = w + ".content[" + std::to_string(k) + "]";
         if (!part.is_object()) throw ApiError(400, pw + " must be an object", "messages");
-        const std::string type = part.value("type", "");
+        const std::string type = get_string_in(part, "type", "", pw, "messages");
         if (type != "text" && type != "input_text" && type != "output_text")
           throw ApiError(400,
                          pw + ": content part type \"" + type + "\" is not supported (text only)",
@@ -76,8 +76,7 @@ ojson convert_openai_messages(const json& messages) {
           if (!name || !name->is_string())
             throw ApiError(400, cw + ".function.name must be a string", "messages");
           ojson call;
-          call["id"] = c.value("id", "");
-          if (!call["id"].is_string()) throw ApiError(400, cw + ".id must be a string", "messages");
+          call["id"] = get_string_in(c, "id", "", cw, "messages");
           call["type"] = "function";
           ojson f;
           f["name"] = *name;
@@ -115,7 +114,7 @@ ojson convert_openai_tools(const json& tools, const std::string& param) {
     const json& t = tools[i];
     const std::string w = param + "[" + std::to_string(i) + "]";
     if (!t.is_object()) throw ApiError(400, w + " must be an object", param);
-    const std::string type = t.value("type", "function");
+    const std::string type = get_string_in(t, "type", "function", w, param);
     if (type != "function")
       throw ApiError(400, w + ": only tools of type \"function\" are supported", param);
     const json* fn = field(t, "function");
@@ -176,7 +175,7 @@ void read_thinking(const Ctx& ctx, const json& body, api::ChatOptions& co) {
   }
   if (const json* t = field(body, "thinking")) {
     if (!t->is_object()) throw ApiError(400, "'thinking' must be an object", "thinking");
-    const std::string type = t->value("type", "");
+    const std::string type = get_string_in(*t, "type", "", "thinking", "thinking");
     if (type == "enabled")
       co.thinking = true;
     else if (type == "disabled")
@@ -393,7 +392,8 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   if (const json* rf = field(body, "response_format")) {
     if (!rf->is_object())
       throw ApiError(400, "'response_format' must be an object", "response_format");
-    const std::string type = rf->value("type", "text");
+    const std::string type =
+        get_string_in(*rf, "type", "text", "response_format", "response_format");
     if (type == "json_schema" || type == "json_object")
       co.response_format = *rf;
     else if (type != "text")

@@ -14,13 +14,12 @@ static std::string item_text(const json& content, const std::string& where) {
   std::string out;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& p = content[i];
-    const std::string type = p.is_object() ? p.value("type", "") : "";
+    const std::string pw = where + "[" + std::to_string(i) + "]";
+    const std::string type = p.is_object() ? get_string_in(p, "type", "", pw, "input") : "";
     if (type != "input_text" && type != "output_text" && type != "text" && type != "reasoning_text")
-      throw ApiError(
-          400, where + "[" + std::to_string(i) + "]: part type \"" + type + "\" is not supported",
-          "input");
+      throw ApiError(400, pw + ": part type \"" + type + "\" is not supported", "input");
     if (!p.contains("text") || !p["text"].is_string())
-      throw ApiError(400, where + "[" + std::to_string(i) + "].text must be a string", "input");
+      throw ApiError(400, pw + ".text must be a string", "input");
     out += p["text"].get<std::string>();
   }
   return out;
@@ -55,7 +54,7 @@ static ojson convert_input(const json& body) {
     const json& it = (*input)[i];
     const std::string w = "input[" + std::to_string(i) + "]";
     if (!it.is_object()) throw ApiError(400, w + " must be an object", "input");
-    const std::string type = it.value("type", "message");
+    const std::string type = get_string_in(it, "type", "message", w, "input");
     if (type == "message") {
       const std::string role =
           it.contains("role") && it["role"].is_string() ? it["role"].get<std::string>() : "";

@@ -78,6 +78,10 @@ double get_number(const json& body, const char* key, double lo, double hi, doubl
 int64_t get_int(const json& body, const char* key, int64_t lo, int64_t hi, int64_t def);
 bool get_bool(const json& body, const char* key, bool def);
 std::string get_string(const json& body, const char* key, const std::string& def);
+// The same inside a request's nested object `obj`, named `where` in the error ("messages[2]"),
+// reported under the request field `param`.
+std::string get_string_in(const json& obj, const char* key, const std::string& def,
+                          const std::string& where, const std::string& param);
 // "stop" / "stop_sequences": string or array of strings.
 std::vector<std::string> get_stops(const json& body, const char* key);
 // Parses the body as a JSON object or throws ApiError 400.

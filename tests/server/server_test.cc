@@ -746,6 +746,57 @@ TEST_F(ServerTest, AnthropicMessages) {
   EXPECT_TRUE(bad.j()["error"]["message"].is_string());
 }
 
+// A nested field of the wrong type is the client's mistake: 400 naming where it is, not a 500
+// "internal error" carrying the JSON library's type_error (found by a mutation fuzzer).
+TEST_F(ServerTest, MistypedNestedFieldsAre400s) {
+  const std::string chat = "/v1/chat/completions";
+  json b = chat_body("hi", 2);
+  b["messages"][0]["content"] = json::array({{{"type", 5}, {"text", "x"}}});
+  expect_openai_error(post(port(), chat, b), 400, "messages[0].content[0].type must be a string");
+  b = chat_body("hi", 2);
+  b["messages"] = json::parse(R"([{"role":"user","content":"Weather?"},
+    {"role":"assistant","content":"","tool_calls":[{"id":[1],"type":"function",
+      "function":{"name":"get_weather","arguments":"{}"}}]},
+    {"role":"tool","tool_call_id":"c1","content":"18C"}])");
+  expect_openai_error(post(port(), chat, b), 400, "messages[1].tool_calls[0].id must be a string");
+  b = chat_body("hi", 2);
+  b["tools"] = weather_tools();
+  b["tools"][0]["type"] = json::object();
+  expect_openai_error(post(port(), chat, b), 400, "tools[0].type must be a string");
+  b = chat_body("hi", 2);
+  b["response_format"] = {{"type", json::array()}};
+  expect_openai_error(post(port(), chat, b), 400, "response_format.type must be a string");
+  b = chat_body("hi", 2);
+  b["thinking"] = {{"type", 1}};
+  expect_openai_error(post(port(), chat, b), 400, "thinking.type must be a string");
+
+  json m = {{"max_tokens", 2},
+            {"messages", json::parse(R"([{"role":"user","content":[{"type":7}]}])")}};
+  Reply r = post(port(), "/v1/messages", m);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("messages[0].content[0].type must be a string"), std::string::npos)
+      << r.body;
+  m["messages"] = json::parse(R"([{"role":"user","content":"Weather?"},
+    {"role":"assistant","content":[{"type":"tool_use","id":"tu1","name":"get_weather","input":{}}]},
+    {"role":"user","content":[{"type":"tool_result","tool_use_id":"tu1","content":"18C","is_error":"no"}]}])");
+  r = post(port(), "/v1/messages", m);
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("is_error must be a boolean"), std::string::npos) << r.body;
+  m["messages"] = json::parse(R"([{"role":"user","content":"hi"}])");
+  m["thinking"] = {{"type", nullptr}, {"budget_tokens", 16}};
+  r = post(port(), "/v1/messages", m);  // null reads as absent: not a known thinking type
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("thinking.type"), std::string::npos) << r.body;
+
+  json q = {{"max_output_tokens", 2},
+            {"input", json::parse(R"([{"role":"user","content":[{"type":false,"text":"x"}]}])")}};
+  expect_openai_error(post(port(), "/v1/responses", q), 400,
+                      "input[0].content[0].type must be a string");
+  q["input"] = json::parse(R"([{"type":3}])");
+  expect_openai_error(post(port(), "/v1/responses", q), 400, "input[0].type must be a string");
+  EXPECT_EQ(post(port(), chat, chat_body("hi", 2)).status, 200);  // still serving
+}
+
 TEST_F(ServerTest, ResponsesEndpoint) {
   json b;
   b["input"] = "Weather?";
