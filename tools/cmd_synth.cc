@@ -28,7 +28,7 @@ int synth_main(int argc, char** argv) {
   app.add_option("--tokenizer-dir", o.tokenizer_dir,
                  "copy tokenizer.json / tokenizer_config.json from here (e.g. ../shared/tokenizer); without it a "
                  "minimal byte-level tokenizer.json is written");
-  app.add_option("-t,--threads", o.threads, "worker threads (default: all cores)");
+  app.add_option("-t,--threads", o.threads, "worker threads (default: all cores)")->check(kThreadsRange);
   bool progress = false;
   app.add_flag("--progress", progress, "show a progress bar even when stderr is not a terminal");
   try {

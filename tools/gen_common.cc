@@ -50,7 +50,8 @@ void GenFlags::add_to(CLI::App& app, bool chat) {
 }
 
 void add_thread_options(CLI::App& app, int& threads, bool& pin) {
-  app.add_option("-t,--threads", threads, "compute threads (default: one per physical core)");
+  app.add_option("-t,--threads", threads, "compute threads (default: one per physical core)")
+      ->check(kThreadsRange);
   app.add_flag("--pin", pin,
                "bind each compute thread to its own CPU (one per physical core first)");
 }

@@ -39,6 +39,21 @@ struct GenFlags {
 };
 
 // -t/--threads and --pin (ThreadPool's size and pinning), the same on every command.
+// -t N: 0 = one per physical core. The cap (llama.cpp's is 512) turns a typo such as -t 100000
+// into an error instead of 100,000 threads started one by one.
+inline const CLI::Range kThreadsRange(0, 1024);
+// A lower bound with a readable message (CLI11's PositiveNumber writes out 1.8e308 in full).
+inline CLI::Validator AtLeast(int64_t min) {
+  return CLI::Validator(
+      [min](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v)) return "'" + s + "' is not a number";
+        return v >= static_cast<double>(min)
+                   ? std::string()
+                   : "must be at least " + std::to_string(min) + ", got " + s;
+      },
+      ">=" + std::to_string(min));
+}
 void add_thread_options(CLI::App& app, int& threads, bool& pin);
 
 // --expert-prefetch auto|on|off (ModelOptions::expert_prefetch).

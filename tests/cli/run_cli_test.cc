@@ -22,7 +22,11 @@ namespace fs = std::filesystem;
 using test::dsv4_binary;
 using test::run_command;
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string q(const fs::path& p) {
+  std::string r = "'";  // appended, not "'" + s + "'": GCC 12 warns (-Wrestrict, a false positive)
+  r += p.string();
+  return r += "'";
+}
 
 // Written by the command line's own `synth`, once per build tree (test::cached_dir).
 const fs::path& tiny() {
@@ -67,6 +71,14 @@ TEST(RunCli, BadInputGivesClearErrors) {
   expect_fails("run -m " + q(tiny()) + " --prompt-ids 1,999999999", "outside the vocabulary");
   expect_fails("chat -m /nonexistent/model", "does not exist");
   expect_fails("synth --preset huge -o " + q(tmp.path() / "x"), "huge");
+  // Counts that would start 10^5 threads or never schedule a prompt are refused by name.
+  expect_fails("run -m " + q(tiny()) + " -p hi -t 100000", "--threads: Value 100000 not in range");
+  expect_fails("synth --preset tiny -t -1 -o " + q(tmp.path() / "y"), "--threads");
+  expect_fails("serve -m " + q(tiny()) + " -np 100000", "--parallel: Value 100000 not in range");
+  expect_fails("serve -m " + q(tiny()) + " --threads-http 100000", "--threads-http");
+  expect_fails("serve -m " + q(tiny()) + " -b 0", "--batch-size: must be at least 1, got 0");
+  expect_fails("serve -m " + q(tiny()) + " --timeout -1", "--timeout: must be at least 0");
+  expect_fails("serve -m " + q(tiny()) + " --max-body x", "'x' is not a number");
   std::string out;
   EXPECT_EQ(run_command(dsv4_binary() + " run --help", &out), 0);
   for (const char* flag :
