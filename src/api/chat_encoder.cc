@@ -177,6 +177,19 @@ const ojson* field(const ojson& obj, std::string_view key) {
   return it == obj.end() ? nullptr : &*it;
 }
 
+// obj[key] as a string; "" when absent or null; any other type is an error naming where.
+std::string string_field(const ojson& obj, std::string_view key, const std::string& where) {
+  const ojson* v = field(obj, key);
+  if (!v || v->is_null()) return "";
+  if (!v->is_string()) throw Error(where + "." + std::string(key) + ": not a string");
+  return v->get<std::string>();
+}
+
+// Whether block b has this type; a block whose type is not a string has none.
+bool has_type(const ojson& b, const char* type) {
+  return b.is_object() && b.contains("type") && b["type"] == type;
+}
+
 // Text of a content value: a string, null (""), or a list of OpenAI text parts.
 std::string content_text(const ojson* v, const std::string& where) {
   if (!v || v->is_null()) return "";
@@ -187,8 +200,7 @@ std::string content_text(const ojson* v, const std::string& where) {
       const ojson& part = (*v)[i];
       if (part.is_string()) {
         s += part.get<std::string>();
-      } else if (part.is_object() && part.value("type", std::string()) == "text" &&
-                 part.contains("text") && part["text"].is_string()) {
+      } else if (has_type(part, "text") && part.contains("text") && part["text"].is_string()) {
         s += part["text"].get<std::string>();
       } else {
         throw Error(where + "[" + std::to_string(i) + "]: only text content parts are supported");
@@ -299,17 +311,18 @@ void sort_tool_results(ojson& messages) {
       ojson& blocks = m["content_blocks"];
       std::vector<ojson> tool_blocks;
       for (const auto& b : blocks)
-        if (b.value("type", std::string()) == "tool_result") tool_blocks.push_back(b);
+        if (has_type(b, "tool_result")) tool_blocks.push_back(b);
       if (tool_blocks.size() > 1 && !order.empty()) {
         auto key = [&](const ojson& b) {
-          auto it = order.find(b.value("tool_use_id", std::string()));
+          const ojson* id = field(b, "tool_use_id");
+          auto it = id && id->is_string() ? order.find(id->get<std::string>()) : order.end();
           return it == order.end() ? 0 : it->second;
         };
         std::stable_sort(tool_blocks.begin(), tool_blocks.end(),
                          [&](const ojson& a, const ojson& b) { return key(a) < key(b); });
         size_t k = 0;
         for (auto& b : blocks)
-          if (b.value("type", std::string()) == "tool_result") b = tool_blocks[k++];
+          if (has_type(b, "tool_result")) b = tool_blocks[k++];
       }
     }
   }
@@ -367,30 +380,31 @@ std::string render_message(size_t index, const ojson& msgs, const ChatOptions& o
   } else if (role == "user") {
     p += kUserTok;
     const ojson* blocks = field(msg, "content_blocks");
-    bool first = true;
-    for (const auto& b : *blocks) {
-      if (!first) p += "\n\n";
-      first = false;
-      std::string type = b.value("type", std::string());
+    for (size_t i = 0; i < blocks->size(); ++i) {
+      const ojson& b = (*blocks)[i];
+      const std::string bw = where + ".content_blocks[" + std::to_string(i) + "]";
+      if (i) p += "\n\n";
+      if (!b.is_object()) throw Error(bw + ": not a JSON object");
+      std::string type = string_field(b, "type", bw);
       if (type == "text") {
-        p += b.value("text", std::string());
+        p += string_field(b, "text", bw);
       } else if (type == "tool_result") {
         const ojson* c = field(b, "content");
         std::string text;
         if (c && c->is_array()) {
-          bool f2 = true;
-          for (const auto& part : *c) {
-            if (!f2) text += "\n\n";
-            f2 = false;
-            std::string pt = part.is_object() ? part.value("type", std::string()) : "";
+          for (size_t j = 0; j < c->size(); ++j) {
+            const ojson& part = (*c)[j];
+            const std::string pw = bw + ".content[" + std::to_string(j) + "]";
+            if (j) text += "\n\n";
+            std::string pt = part.is_object() ? string_field(part, "type", pw) : "";
             if (pt == "text") {
-              text += part.value("text", std::string());
+              text += string_field(part, "text", pw);
             } else {
               text += "[Unsupported " + pt + "]";
             }
           }
         } else {
-          text = content_text(c, where + ".content");
+          text = content_text(c, bw + ".content");
         }
         p += "<tool_result>" + text + "</tool_result>";
       } else {

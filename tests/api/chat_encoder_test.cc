@@ -128,6 +128,15 @@ TEST(ChatEncoder, Errors) {
   EXPECT_NE(e.find("developer message needs content"), std::string::npos) << e;
   e = error_of(ojson::parse(R"([{"role": "user", "content": "a", "task": "dance"}])"));
   EXPECT_NE(e.find("unknown task"), std::string::npos) << e;
+  // A field of the wrong type is named, not reported as the JSON library's type_error.
+  e = error_of(ojson::parse(R"([{"role": "user", "content": [{"type": 5, "text": "a"}]}])"));
+  EXPECT_NE(e.find("messages[0].content[0]: only text content parts"), std::string::npos) << e;
+  e = error_of(ojson::parse(R"([
+    {"role": "user", "content": "w?"},
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+      "function": {"name": "get", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": [{"type": ["text"], "text": "r"}]}])"));
+  EXPECT_NE(e.find(".content[0].type: not a string"), std::string::npos) << e;
   EXPECT_THROW(parse_reasoning_effort("extreme"), Error);
 }
 
