@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -94,14 +95,20 @@ size_t MatrixView::scale_span_bytes() const {
 void dequantize_row(const MatrixView& w, size_t r, float* out) {
   const size_t k = w.cols;
   switch (w.format) {
+    // Byte copies: safetensors does not align tensor data (a header not padded to 8 bytes, or an
+    // odd-sized tensor before this one, leaves F32/BF16 matrices at odd addresses), and these
+    // are read in place.
     case WeightFormat::kF32: {
-      const float* src = static_cast<const float*>(w.data) + r * k;
-      std::copy(src, src + k, out);
+      std::memcpy(out, static_cast<const uint8_t*>(w.data) + r * k * 4, k * 4);
       break;
     }
     case WeightFormat::kBF16: {
-      const uint16_t* src = static_cast<const uint16_t*>(w.data) + r * k;
-      for (size_t i = 0; i < k; ++i) out[i] = bf16_to_f32(src[i]);
+      const uint8_t* src = static_cast<const uint8_t*>(w.data) + r * k * 2;
+      for (size_t i = 0; i < k; ++i) {
+        uint16_t v;
+        std::memcpy(&v, src + 2 * i, 2);
+        out[i] = bf16_to_f32(v);
+      }
       break;
     }
     case WeightFormat::kFp8Block128: {

@@ -270,6 +270,34 @@ TEST(MalformedCli, LogitsCommandExitsNonZeroWithMessage) {
   EXPECT_NE(out.find("unsupported dtype"), std::string::npos) << out;
 }
 
+// safetensors does not align tensor data: a writer that does not pad the header to 8 bytes puts
+// every tensor at an odd address. Such a file is valid and gives the same logits, bit for bit
+// (the embedding row was read through a misaligned uint16_t pointer, which UBSan stops on).
+TEST(ValidCheckpoint, UnalignedTensorDataGivesTheSameLogits) {
+  TempDir tmp("unaligned");
+  const fs::path dir = copy_golden(tmp, "small");
+  spit(tmp.path() / "ids.json", "[0, 5, 17, 3, 9, 1, 200, 42]");
+  auto logits = [&](const std::string& name) {
+    std::string out;
+    const fs::path o = tmp.path() / name;
+    const int rc = run_command(dsv4_binary() + " logits -m " + dir.string() + " --ids-file " +
+                                   (tmp.path() / "ids.json").string() + " --out " + o.string() + " 2>&1",
+                               &out);
+    EXPECT_EQ(rc, 0) << out;
+    return slurp(o);
+  };
+  const std::string aligned = logits("aligned.bin");
+  Parts p = split(dir / "model.safetensors");
+  std::string h = p.header.dump();
+  while (h.size() % 8 != 1) h += ' ';  // data from byte 8 + h.size(): odd
+  std::string len(8, '\0');
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((h.size() >> (8 * i)) & 0xff);
+  spit(dir / "model.safetensors", len + h + p.data);
+  const std::string unaligned = logits("unaligned.bin");
+  ASSERT_FALSE(aligned.empty());
+  EXPECT_TRUE(aligned == unaligned) << "logits differ when the tensor data is unaligned";
+}
+
 TEST(ValidCheckpoint, UnknownConfigKeysAreNotedNotFatal) {
   TempDir tmp("future-key");
   const fs::path dir = copy_golden(tmp, "small");
