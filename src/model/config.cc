@@ -109,7 +109,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   used.insert("bos_token_id");
   used.insert("eos_token_id");
   for (auto [key, id] : {std::pair{"bos_token_id", &c.bos_token_id}, {"eos_token_id", &c.eos_token_id}}) {
-    if (!j.contains(key)) continue;
+    if (!j.contains(key) || j[key].is_null()) continue;
     const json& v = j[key];
     if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= c.vocab_size) {
       throw Error(origin + ": key '" + key + "' must be a token id in [0, vocab_size = " +
@@ -132,6 +132,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   const json& rs = field(j, "rope_scaling", "rope_scaling");
   if (!rs.is_object()) throw Error(origin + ": rope_scaling must be an object");
   require_value(rs, "type", "rope_scaling.type", "yarn");
+  require_value(rs, "rope_type", "rope_scaling.rope_type", "yarn");  // newer configs' spelling
   c.rope_factor = get_num(rs, "factor", "rope_scaling.factor", 0.0f, false);
   const json& osl = field(rs, "original_max_position_embeddings", "rope_scaling.original_max_position_embeddings");
   if (!osl.is_number_integer() || osl.get<int64_t>() <= 0) {

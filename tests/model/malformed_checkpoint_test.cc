@@ -207,6 +207,8 @@ const std::vector<Case>& cases() {
        {"config.json", "eos_token_id", "vocab_size"}},
       {"ConfigOtherRopeScaling", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"]["type"] = "linear"; }); },
        {"config.json", "rope_scaling.type", "\"linear\"", "yarn"}},
+      {"ConfigOtherRopeType", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"]["rope_type"] = "linear"; }); },
+       {"config.json", "rope_scaling.rope_type"}},
       {"ConfigOtherActivation", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["hidden_act"] = "gelu"; }); },
        {"config.json", "hidden_act", "silu"}},
       {"ConfigAttentionBias", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["attention_bias"] = true; }); },
