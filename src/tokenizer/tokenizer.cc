@@ -340,19 +340,32 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   }
   auto fail = [&](const std::string& what) -> Error { return Error(origin + ": " + what); };
   if (!j.is_object()) throw fail("top level is not an object");
+  // obj[key] (obj named `where`) as a string or a boolean; `dflt` when absent or null, an error
+  // naming the field when of another type.
+  auto opt_string = [&](const json& obj, const char* key, const std::string& dflt,
+                        const std::string& where) -> std::string {
+    if (!obj.contains(key) || obj[key].is_null()) return dflt;
+    if (!obj[key].is_string()) throw fail(where + "." + key + " is not a string");
+    return obj[key].get<std::string>();
+  };
+  auto opt_bool = [&](const json& obj, const char* key, bool dflt, const std::string& where) {
+    if (!obj.contains(key) || obj[key].is_null()) return dflt;
+    if (!obj[key].is_boolean()) throw fail(where + "." + key + " is not a boolean");
+    return obj[key].get<bool>();
+  };
 
   // --- model ---
   if (!j.contains("model") || !j["model"].is_object()) throw fail("missing \"model\" object");
   const json& model = j["model"];
-  if (model.value("type", std::string("BPE")) != "BPE")
-    throw fail("model.type is \"" + model.value("type", std::string()) + "\", only BPE is supported");
+  if (const std::string type = opt_string(model, "type", "BPE", "model"); type != "BPE")
+    throw fail("model.type is \"" + type + "\", only BPE is supported");
   if (!model.contains("vocab") || !model["vocab"].is_object())
     throw fail("missing model.vocab object");
   if (!model.contains("merges") || !model["merges"].is_array())
     throw fail("missing model.merges array");
   if (model.contains("dropout") && !model["dropout"].is_null() && model["dropout"] != 0.0)
     throw fail("model.dropout is unsupported");
-  if (model.value("byte_fallback", false)) throw fail("model.byte_fallback is unsupported");
+  if (opt_bool(model, "byte_fallback", false, "model")) throw fail("model.byte_fallback is unsupported");
 
   auto b2u = byte_to_unicode();
   std::unordered_map<char32_t, uint8_t> u2b;
@@ -428,9 +441,11 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   impl->trie_token.push_back(-1);  // root
   for (size_t i = 0; i < added_tokens.size(); ++i) {
     const json& t = added_tokens[i];
+    const std::string where = "added_tokens[" + std::to_string(i) + "]";
     AddedToken at{t["id"].get<int32_t>(), t["content"].get<std::string>(),
-                  t.value("special", false)};
-    if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false))
+                  opt_bool(t, "special", false, where)};
+    if (opt_bool(t, "lstrip", false, where) || opt_bool(t, "rstrip", false, where) ||
+        opt_bool(t, "single_word", false, where))
       throw fail("added_tokens[" + std::to_string(i) + "]: lstrip/rstrip/single_word unsupported");
     if (at.content.empty()) throw fail("added_tokens[" + std::to_string(i) + "] is empty");
     impl->id_bytes[at.id] = at.content;
@@ -443,8 +458,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   // --- normalizer ---
   if (j.contains("normalizer") && !j["normalizer"].is_null()) {
     const json& n = j["normalizer"];
-    bool empty_seq = n.value("type", std::string()) == "Sequence" &&
-                     n.value("normalizers", json::array()).empty();
+    bool empty_seq = n.is_object() && n.contains("type") && n["type"] == "Sequence" &&
+                     (!n.contains("normalizers") || n["normalizers"] == json::array());
     if (!empty_seq) throw fail("normalizer " + n.dump() + " is unsupported");
   }
 
@@ -453,21 +468,25 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
   bool byte_level = false;
   if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) {
     const json& pt = j["pre_tokenizer"];
+    if (!pt.is_object()) throw fail("pre_tokenizer is not an object");
     std::vector<json> steps;
-    if (pt.value("type", std::string()) == "Sequence") {
+    if (opt_string(pt, "type", "", "pre_tokenizer") == "Sequence") {
+      if (pt.contains("pretokenizers") && !pt["pretokenizers"].is_array())
+        throw fail("pre_tokenizer.pretokenizers is not an array");
       for (const auto& s : pt.value("pretokenizers", json::array())) steps.push_back(s);
     } else {
       steps.push_back(pt);
     }
     for (size_t i = 0; i < steps.size(); ++i) {
       const json& s = steps[i];
-      std::string type = s.value("type", std::string());
+      if (!s.is_object()) throw fail("pre_tokenizer step " + std::to_string(i) + " is not an object");
+      std::string type = opt_string(s, "type", "", "pre_tokenizer step " + std::to_string(i));
       std::string where = "pre_tokenizer step " + std::to_string(i) + " (" + type + ")";
       if (type == "Split") {
-        if (s.value("behavior", std::string()) != "Isolated" || s.value("invert", false))
+        if (opt_string(s, "behavior", "", where) != "Isolated" || opt_bool(s, "invert", false, where))
           throw fail(where + ": only behavior Isolated without invert is supported");
         if (byte_level) throw fail(where + ": Split after ByteLevel is unsupported");
-        const json& pat = s.value("pattern", json::object());
+        const json pat = s.contains("pattern") && s["pattern"].is_object() ? s["pattern"] : json::object();
         if (pat.contains("Regex") && pat["Regex"].is_string()) {
           patterns.push_back(onig_to_pcre2(pat["Regex"].get<std::string>()));
         } else if (pat.contains("String") && pat["String"].is_string()) {
@@ -477,7 +496,7 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
           throw fail(where + ": pattern must be {\"Regex\": ...} or {\"String\": ...}");
         }
       } else if (type == "ByteLevel") {
-        if (s.value("add_prefix_space", false) || s.value("use_regex", true))
+        if (opt_bool(s, "add_prefix_space", false, where) || opt_bool(s, "use_regex", true, where))
           throw fail(where + ": only add_prefix_space=false, use_regex=false is supported");
         byte_level = true;
       } else {

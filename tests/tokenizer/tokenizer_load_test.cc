@@ -85,6 +85,25 @@ TEST(TokenizerLoad, WrongModelType) {
   EXPECT_NE(e.find("only BPE"), std::string::npos) << e;
 }
 
+// A field of the wrong type is named (found by a mutation fuzzer: these were the JSON library's
+// type_error with no location).
+TEST(TokenizerLoad, MistypedFieldsAreNamed) {
+  const std::string t = tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " +
+                                       byte_vocab() + ", \"merges\": []}");
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string r = t;
+    return r.replace(r.find(from), from.size(), to);
+  };
+  std::string e = error_of(with("\"special\": true", "\"special\": 1"));
+  EXPECT_NE(e.find("added_tokens[0].special is not a boolean"), std::string::npos) << e;
+  e = error_of(with("\"type\": \"BPE\"", "\"type\": true"));
+  EXPECT_NE(e.find("model.type is not a string"), std::string::npos) << e;
+  e = error_of(with("\"invert\": false", "\"invert\": \"no\""));
+  EXPECT_NE(e.find("(Split).invert is not a boolean"), std::string::npos) << e;
+  e = error_of(with("\"normalizer\": null", "\"normalizer\": [1]"));
+  EXPECT_NE(e.find("normalizer [1] is unsupported"), std::string::npos) << e;
+}
+
 TEST(TokenizerLoad, MissingDirectory) {
   test::TempDir dir("tok-missing");
   EXPECT_THROW(Tokenizer::load(dir.path()), Error);
