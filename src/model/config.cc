@@ -39,16 +39,16 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
     if (!v.is_number_integer()) throw Error(origin + ": key '" + key + "' must be an integer, got " + v.dump());
     return v.get<int64_t>();
   };
-  auto get_pos = [&](const std::string& key) -> int {
+  // An integer in [min, 2^30]: min 1 for sizes, 0 for counts that may be none.
+  auto get_at_least = [&](const std::string& key, int64_t min) -> int {
     int64_t v = get_int(key);
-    if (v <= 0 || v > (int64_t{1} << 30)) throw Error(origin + ": key '" + key + "' must be positive, got " + std::to_string(v));
+    if (v < min || v > (int64_t{1} << 30)) {
+      throw Error(origin + ": key '" + key + "' must be " + (min ? "positive" : "0 or more") + ", got " + std::to_string(v));
+    }
     return static_cast<int>(v);
   };
-  auto get_count = [&](const std::string& key) -> int {  // 0 allowed (none of this kind)
-    int64_t v = get_int(key);
-    if (v < 0 || v > (int64_t{1} << 30)) throw Error(origin + ": key '" + key + "' must be 0 or more, got " + std::to_string(v));
-    return static_cast<int>(v);
-  };
+  auto get_pos = [&](const std::string& key) { return get_at_least(key, 1); };
+  auto get_count = [&](const std::string& key) { return get_at_least(key, 0); };
   // Numbers must be finite in fp32 and above `min` (or at least it, `min_ok`): a negative
   // epsilon, a rope_theta of 0 or 1e39 (inf in fp32) would give NaN or silently wrong logits.
   auto check_num = [&](const json& v, const std::string& path, float min, bool min_ok) -> float {
