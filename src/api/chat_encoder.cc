@@ -26,7 +26,8 @@ std::string tools_section(const std::string& schemas) {
   std::string s;
   s += "## Tools\n\n";
   s += "You have access to a set of tools to help answer the user's question. You can invoke tools "
-       "by writing a \"<" + d + "tool_calls>\" block like the following:\n\n";
+       "by writing a \"<" +
+       d + "tool_calls>\" block like the following:\n\n";
   s += "<" + d + "tool_calls>\n";
   s += "<" + d + "invoke name=\"$TOOL_NAME\">\n";
   s += "<" + d + "parameter name=\"$PARAMETER_NAME\" string=\"true|false\">$PARAMETER_VALUE</" + d +
@@ -40,8 +41,9 @@ std::string tools_section(const std::string& schemas) {
   s += "String parameters should be specified as is and set `string=\"true\"`. For all other types "
        "(numbers, booleans, arrays, objects), pass the value in JSON format and set "
        "`string=\"false\"`.\n\n";
-  s += "If thinking_mode is enabled (triggered by <think>), you MUST output your complete reasoning "
-       "inside <think>...</think> BEFORE any tool calls or final response.\n\n";
+  s +=
+      "If thinking_mode is enabled (triggered by <think>), you MUST output your complete reasoning "
+      "inside <think>...</think> BEFORE any tool calls or final response.\n\n";
   s += "Otherwise, output directly after </think> with tool calls or final response.\n\n";
   s += "### Available Tool Schemas\n\n";
   s += schemas;
@@ -61,13 +63,27 @@ void dump_string(std::string& out, std::string_view s) {
   out += '"';
   for (unsigned char c : s) {
     switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
       default:
         if (c < 0x20) {
           char buf[8];
@@ -131,12 +147,24 @@ void dump_float(std::string& out, double v) {
 
 void dump(std::string& out, const ojson& v) {
   switch (v.type()) {
-    case ojson::value_t::null: out += "null"; break;
-    case ojson::value_t::boolean: out += v.get<bool>() ? "true" : "false"; break;
-    case ojson::value_t::number_integer: out += std::to_string(v.get<int64_t>()); break;
-    case ojson::value_t::number_unsigned: out += std::to_string(v.get<uint64_t>()); break;
-    case ojson::value_t::number_float: dump_float(out, v.get<double>()); break;
-    case ojson::value_t::string: dump_string(out, v.get_ref<const std::string&>()); break;
+    case ojson::value_t::null:
+      out += "null";
+      break;
+    case ojson::value_t::boolean:
+      out += v.get<bool>() ? "true" : "false";
+      break;
+    case ojson::value_t::number_integer:
+      out += std::to_string(v.get<int64_t>());
+      break;
+    case ojson::value_t::number_unsigned:
+      out += std::to_string(v.get<uint64_t>());
+      break;
+    case ojson::value_t::number_float:
+      dump_float(out, v.get<double>());
+      break;
+    case ojson::value_t::string:
+      dump_string(out, v.get_ref<const std::string&>());
+      break;
     case ojson::value_t::array: {
       out += '[';
       bool first = true;
@@ -161,7 +189,8 @@ void dump(std::string& out, const ojson& v) {
       out += '}';
       break;
     }
-    default: throw Error("cannot render a binary/discarded JSON value");
+    default:
+      throw Error("cannot render a binary/discarded JSON value");
   }
 }
 
@@ -253,7 +282,8 @@ ojson merge_tool_messages(const ojson& messages) {
         throw Error(where + ": tool result without a preceding assistant message with tool_calls");
       if (!id.empty()) {
         bool found = false;
-        for (const auto& tc : *last_calls) found = found || (tc.is_object() && tool_call_id(tc) == id);
+        for (const auto& tc : *last_calls)
+          found = found || (tc.is_object() && tool_call_id(tc) == id);
         if (!found)
           throw Error(where + ".tool_call_id: \"" + id +
                       "\" matches no tool call of the preceding assistant message");
@@ -268,7 +298,8 @@ ojson merge_tool_messages(const ojson& messages) {
         merged.push_back({{"role", "user"}, {"content_blocks", ojson::array({std::move(block)})}});
       }
     } else if (role == "user") {
-      ojson block = {{"type", "text"}, {"text", content_text(field(msg, "content"), where + ".content")}};
+      ojson block = {{"type", "text"},
+                     {"text", content_text(field(msg, "content"), where + ".content")}};
       bool into_last = false;
       if (!merged.empty() && role_of(merged.back()) == "user" &&
           merged.back().contains("content_blocks")) {
@@ -420,8 +451,8 @@ std::string render_message(size_t index, const ojson& msgs, const ChatOptions& o
       tc = render_tool_calls(*calls, where + ".tool_calls");
     const ojson* rc = field(msg, "reasoning_content");
     if (!rc || rc->is_null()) rc = field(msg, "reasoning");
-    bool prev_task = index > 0 && field(msgs[index - 1], "task") &&
-                     !field(msgs[index - 1], "task")->is_null();
+    bool prev_task =
+        index > 0 && field(msgs[index - 1], "task") && !field(msgs[index - 1], "task")->is_null();
     if (o.thinking && !prev_task && (!drop || static_cast<int>(index) > last_user)) {
       p += content_text(rc, where + ".reasoning_content");
       p += kThinkEnd;

@@ -14,24 +14,40 @@ using nlohmann::json;
 
 const char* dtype_name(DType d) {
   switch (d) {
-    case DType::kF8_E4M3: return "F8_E4M3";
-    case DType::kF8_E8M0: return "F8_E8M0";
-    case DType::kI8: return "I8";
-    case DType::kU8: return "U8";
-    case DType::kBF16: return "BF16";
-    case DType::kF32: return "F32";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
+    case DType::kF8_E4M3:
+      return "F8_E4M3";
+    case DType::kF8_E8M0:
+      return "F8_E8M0";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF32:
+      return "F32";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
   }
   return "?";
 }
 
 size_t dtype_size(DType d) {
   switch (d) {
-    case DType::kF8_E4M3: case DType::kF8_E8M0: case DType::kI8: case DType::kU8: return 1;
-    case DType::kBF16: return 2;
-    case DType::kF32: case DType::kI32: return 4;
-    case DType::kI64: return 8;
+    case DType::kF8_E4M3:
+    case DType::kF8_E8M0:
+    case DType::kI8:
+    case DType::kU8:
+      return 1;
+    case DType::kBF16:
+      return 2;
+    case DType::kF32:
+    case DType::kI32:
+      return 4;
+    case DType::kI64:
+      return 8;
   }
   return 0;
 }
@@ -72,10 +88,11 @@ void Checkpoint::add_file(const std::string& path) {
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | mf.data()[i];
   if (hlen > size - 8) {
-    throw Error(path + ": header length " + std::to_string(hlen) + " at byte 0 runs past the end of the file (" +
-                std::to_string(size) + " bytes)");
+    throw Error(path + ": header length " + std::to_string(hlen) +
+                " at byte 0 runs past the end of the file (" + std::to_string(size) + " bytes)");
   }
-  if (hlen > (100u << 20)) throw Error(path + ": header length " + std::to_string(hlen) + " exceeds 100 MiB");
+  if (hlen > (100u << 20))
+    throw Error(path + ": header length " + std::to_string(hlen) + " exceeds 100 MiB");
   const size_t data_start = 8 + hlen;
   json header;
   try {
@@ -110,9 +127,11 @@ void Checkpoint::add_file(const std::string& path) {
     if (!t["shape"].is_array()) throw Error(where + ": shape is not an array");
     uint64_t numel = 1;
     for (const json& d : t["shape"]) {
-      if (!d.is_number_integer() || d.get<int64_t>() < 0) throw Error(where + ": bad shape " + t["shape"].dump());
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        throw Error(where + ": bad shape " + t["shape"].dump());
       const uint64_t dim = d.get<uint64_t>();
-      if (dim != 0 && numel > (uint64_t{1} << 50) / dim) throw Error(where + ": shape too large " + t["shape"].dump());
+      if (dim != 0 && numel > (uint64_t{1} << 50) / dim)
+        throw Error(where + ": shape too large " + t["shape"].dump());
       numel *= dim;
       info.shape.push_back(static_cast<int64_t>(dim));
     }
@@ -178,22 +197,28 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
     }
     std::vector<std::string> shards;
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
-      if (!it.value().is_string()) throw Error(index_path.string() + ": weight_map['" + it.key() + "'] is not a file name");
+      if (!it.value().is_string())
+        throw Error(index_path.string() + ": weight_map['" + it.key() + "'] is not a file name");
       const std::string f = it.value().get<std::string>();
       if (std::find(shards.begin(), shards.end(), f) == shards.end()) shards.push_back(f);
     }
     for (const auto& f : shards) {
       const fs::path p = fs::path(dir) / f;
       if (!fs::exists(p)) {
-        throw Error(index_path.string() + ": names shard '" + f + "', which is missing from " + dir);
+        throw Error(index_path.string() + ": names shard '" + f + "', which is missing from " +
+                    dir);
       }
       ck->add_file(p.string());
     }
     for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
       const TensorInfo* t = ck->find(it.key());
       const std::string want = (fs::path(dir) / it.value().get<std::string>()).string();
-      if (!t) throw Error(index_path.string() + ": tensor '" + it.key() + "' is listed in shard '" + it.value().get<std::string>() + "' but not found there");
-      if (t->file != want) throw Error(index_path.string() + ": tensor '" + it.key() + "' is listed in '" + want + "' but stored in '" + t->file + "'");
+      if (!t)
+        throw Error(index_path.string() + ": tensor '" + it.key() + "' is listed in shard '" +
+                    it.value().get<std::string>() + "' but not found there");
+      if (t->file != want)
+        throw Error(index_path.string() + ": tensor '" + it.key() + "' is listed in '" + want +
+                    "' but stored in '" + t->file + "'");
     }
   } else {
     std::vector<std::string> files;
@@ -201,7 +226,8 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const std::string& dir) {
       if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
     }
     std::sort(files.begin(), files.end());
-    if (files.empty()) throw Error(dir + ": no model.safetensors (nor model.safetensors.index.json) found");
+    if (files.empty())
+      throw Error(dir + ": no model.safetensors (nor model.safetensors.index.json) found");
     for (const auto& f : files) ck->add_file(f);
   }
   return ck;

@@ -301,9 +301,9 @@ void Tokenizer::Impl::encode_word(std::string_view word, std::vector<int32_t>& o
         cache.clear();
         cache_ids.clear();
       }
-      cache.emplace(std::string(word), std::pair<uint32_t, uint32_t>(
-                                           static_cast<uint32_t>(cache_ids.size()),
-                                           static_cast<uint32_t>(sym.size())));
+      cache.emplace(std::string(word),
+                    std::pair<uint32_t, uint32_t>(static_cast<uint32_t>(cache_ids.size()),
+                                                  static_cast<uint32_t>(sym.size())));
       cache_ids.insert(cache_ids.end(), sym.begin(), sym.end());
     }
   }
@@ -365,7 +365,8 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     throw fail("missing model.merges array");
   if (model.contains("dropout") && !model["dropout"].is_null() && model["dropout"] != 0.0)
     throw fail("model.dropout is unsupported");
-  if (opt_bool(model, "byte_fallback", false, "model")) throw fail("model.byte_fallback is unsupported");
+  if (opt_bool(model, "byte_fallback", false, "model"))
+    throw fail("model.byte_fallback is unsupported");
 
   auto b2u = byte_to_unicode();
   std::unordered_map<char32_t, uint8_t> u2b;
@@ -479,14 +480,17 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     }
     for (size_t i = 0; i < steps.size(); ++i) {
       const json& s = steps[i];
-      if (!s.is_object()) throw fail("pre_tokenizer step " + std::to_string(i) + " is not an object");
+      if (!s.is_object())
+        throw fail("pre_tokenizer step " + std::to_string(i) + " is not an object");
       std::string type = opt_string(s, "type", "", "pre_tokenizer step " + std::to_string(i));
       std::string where = "pre_tokenizer step " + std::to_string(i) + " (" + type + ")";
       if (type == "Split") {
-        if (opt_string(s, "behavior", "", where) != "Isolated" || opt_bool(s, "invert", false, where))
+        if (opt_string(s, "behavior", "", where) != "Isolated" ||
+            opt_bool(s, "invert", false, where))
           throw fail(where + ": only behavior Isolated without invert is supported");
         if (byte_level) throw fail(where + ": Split after ByteLevel is unsupported");
-        const json pat = s.contains("pattern") && s["pattern"].is_object() ? s["pattern"] : json::object();
+        const json pat =
+            s.contains("pattern") && s["pattern"].is_object() ? s["pattern"] : json::object();
         if (pat.contains("Regex") && pat["Regex"].is_string()) {
           patterns.push_back(onig_to_pcre2(pat["Regex"].get<std::string>()));
         } else if (pat.contains("String") && pat["String"].is_string()) {
@@ -526,8 +530,10 @@ Tokenizer Tokenizer::from_json(std::string_view tokenizer_json, std::string_view
     } catch (const json::exception& e) {
       throw Error("tokenizer_config.json: not valid JSON: " + printable(e.what()));
     }
-    if (c.contains("bos_token") && !name_of(c["bos_token"]).empty()) bos_name = name_of(c["bos_token"]);
-    if (c.contains("eos_token") && !name_of(c["eos_token"]).empty()) eos_name = name_of(c["eos_token"]);
+    if (c.contains("bos_token") && !name_of(c["bos_token"]).empty())
+      bos_name = name_of(c["bos_token"]);
+    if (c.contains("eos_token") && !name_of(c["eos_token"]).empty())
+      eos_name = name_of(c["eos_token"]);
   }
   auto find_id = [&](const std::string& s) {
     auto it = impl->token_to_id.find(s);

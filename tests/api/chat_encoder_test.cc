@@ -88,10 +88,12 @@ TEST(ChatEncoder, RequestLevelToolsAttachToSystem) {
   ChatOptions o;
   o.tools = tools;
   ojson msgs = ojson::parse(R"([{"role": "user", "content": "hi"}])");
-  ojson with = ojson::parse(R"([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}])");
+  ojson with =
+      ojson::parse(R"([{"role": "system", "content": ""}, {"role": "user", "content": "hi"}])");
   with[0]["tools"] = tools;
   EXPECT_EQ(render_chat(msgs, o), render_chat(with, ChatOptions{}));
-  ojson sys = ojson::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}])");
+  ojson sys =
+      ojson::parse(R"([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}])");
   std::string p = render_chat(sys, o);
   EXPECT_EQ(p.rfind("<｜begin▁of▁sentence｜>S\n\n## Tools\n\n", 0), 0u) << p;
 }
@@ -109,7 +111,8 @@ TEST(ChatEncoder, Errors) {
   EXPECT_NE(error_of(ojson::parse(R"({"role": "user"})")).find("must be a JSON list"),
             std::string::npos);
   EXPECT_NE(error_of(ojson::parse(R"("hello")")).find("must be a JSON list"), std::string::npos);
-  std::string e = error_of(ojson::parse(R"([{"role": "user", "content": "a"}, {"role": "bot", "content": "x"}])"));
+  std::string e = error_of(
+      ojson::parse(R"([{"role": "user", "content": "a"}, {"role": "bot", "content": "x"}])"));
   EXPECT_NE(e.find("messages[1].role: unknown role \"bot\""), std::string::npos) << e;
   e = error_of(ojson::parse(R"([{"content": "a"}])"));
   EXPECT_NE(e.find("messages[0].role"), std::string::npos) << e;
@@ -122,7 +125,8 @@ TEST(ChatEncoder, Errors) {
     {"role": "tool", "tool_call_id": "call_9", "content": "r"}])"));
   EXPECT_NE(e.find("messages[2].tool_call_id: \"call_9\" matches no tool call"), std::string::npos)
       << e;
-  e = error_of(ojson::parse(R"([{"role": "user", "content": "w?"}, {"role": "tool", "tool_call_id": "x", "content": "r"}])"));
+  e = error_of(ojson::parse(
+      R"([{"role": "user", "content": "w?"}, {"role": "tool", "tool_call_id": "x", "content": "r"}])"));
   EXPECT_NE(e.find("without a preceding assistant"), std::string::npos) << e;
   e = error_of(ojson::parse(R"([{"role": "developer", "content": ""}])"));
   EXPECT_NE(e.find("developer message needs content"), std::string::npos) << e;

@@ -2,9 +2,9 @@
 // rejected with an error naming what is wrong (file, tensor, field, offset) — never a crash.
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <cstring>
 #include <functional>
 #include <nlohmann/json.hpp>
 
@@ -34,7 +34,8 @@ fs::path copy_golden(const TempDir& tmp, const std::string& config) {
   fs::create_directories(dst);
   for (const auto& e : fs::directory_iterator(src)) {
     const std::string n = e.path().filename().string();
-    if (n == "config.json" || n.find("safetensors") != std::string::npos) fs::copy_file(e.path(), dst / n);
+    if (n == "config.json" || n.find("safetensors") != std::string::npos)
+      fs::copy_file(e.path(), dst / n);
   }
   return dst;
 }
@@ -87,72 +88,91 @@ void edit_config(const fs::path& dir, const std::function<void(json&)>& fn) {
 
 const std::vector<Case>& cases() {
   static const std::vector<Case> k = {
-      {"TruncatedFile", "small",
+      {"TruncatedFile",
+       "small",
        [](const fs::path& d) {
          const auto s = slurp(d / "model.safetensors");
          spit(d / "model.safetensors", s.substr(0, s.size() / 2));
        },
        {"model.safetensors", "outside the file"}},
       // The parser quotes the bytes it stopped at; the message shows them as \xNN, not raw.
-      {"HeaderBytesNotText", "small",
+      {"HeaderBytesNotText",
+       "small",
        [](const fs::path& d) {
          auto s = slurp(d / "model.safetensors");
          s[8 + 40] = static_cast<char>(0xa9);
          spit(d / "model.safetensors", s);
        },
        {"model.safetensors", "header is not valid JSON", "\\xa9"}},
-      {"ShorterThanHeaderLength", "small", [](const fs::path& d) { spit(d / "model.safetensors", "abc"); },
+      {"ShorterThanHeaderLength",
+       "small",
+       [](const fs::path& d) { spit(d / "model.safetensors", "abc"); },
        {"model.safetensors", "truncated"}},
-      {"HeaderLengthPastEnd", "small",
+      {"HeaderLengthPastEnd",
+       "small",
        [](const fs::path& d) {
          auto s = slurp(d / "model.safetensors");
          for (int i = 0; i < 8; ++i) s[i] = i < 6 ? '\x7f' : 0;
          spit(d / "model.safetensors", s);
        },
        {"model.safetensors", "header length", "past the end"}},
-      {"BadHeaderJson", "small",
+      {"BadHeaderJson",
+       "small",
        [](const fs::path& d) {
          auto s = slurp(d / "model.safetensors");
          s[8] = '#';
          spit(d / "model.safetensors", s);
        },
        {"model.safetensors", "not valid JSON"}},
-      {"HeaderNotObject", "small",
+      {"HeaderNotObject",
+       "small",
        [](const fs::path& d) {
          Parts p = split(d / "model.safetensors");
          p.header = json::array({1, 2});
          join(d / "model.safetensors", p);
        },
        {"not an object"}},
-      {"UnknownDtype", "small",
-       [](const fs::path& d) { edit_header(d / "model.safetensors", [](json& h) { h["norm.weight"]["dtype"] = "F16"; }); },
+      {"UnknownDtype",
+       "small",
+       [](const fs::path& d) {
+         edit_header(d / "model.safetensors", [](json& h) { h["norm.weight"]["dtype"] = "F16"; });
+       },
        {"norm.weight", "unsupported dtype", "F16"}},
-      {"OffsetsOutOfBounds", "small",
+      {"OffsetsOutOfBounds",
+       "small",
        [](const fs::path& d) {
          edit_header(d / "model.safetensors", [](json& h) {
            h["norm.weight"]["data_offsets"] = json::array({1ull << 40, (1ull << 40) + 1024});
          });
        },
        {"norm.weight", "outside the file"}},
-      {"OffsetsOverlap", "small",
+      {"OffsetsOverlap",
+       "small",
        [](const fs::path& d) {
          edit_header(d / "model.safetensors", [](json& h) {
            h["norm.weight"]["data_offsets"] = h["head.weight"]["data_offsets"];
-           h["norm.weight"]["data_offsets"][1] = h["norm.weight"]["data_offsets"][0].get<uint64_t>() + 1024;
+           h["norm.weight"]["data_offsets"][1] =
+               h["norm.weight"]["data_offsets"][0].get<uint64_t>() + 1024;
          });
        },
        {"overlap", "norm.weight"}},
-      {"ByteCountMismatch", "small",
+      {"ByteCountMismatch",
+       "small",
        [](const fs::path& d) {
-         edit_header(d / "model.safetensors", [](json& h) { h["norm.weight"]["shape"] = json::array({511}); });
+         edit_header(d / "model.safetensors",
+                     [](json& h) { h["norm.weight"]["shape"] = json::array({511}); });
        },
        {"norm.weight", "needs"}},
-      {"ShapeDisagreesWithConfig", "small",
+      {"ShapeDisagreesWithConfig",
+       "small",
        [](const fs::path& d) {
-         edit_header(d / "model.safetensors", [](json& h) { h["norm.weight"]["shape"] = json::array({2, 256}); });
+         edit_header(d / "model.safetensors", [](json& h) {
+           h["norm.weight"]["shape"] = json::array({2, 256});
+         });
        },
        {"norm.weight", "[2, 256]", "expects BF16 [512]"}},
-      {"DtypeDisagreesWithConfig", "small",
+      {"DtypeDisagreesWithConfig",
+       "small",
        [](const fs::path& d) {
          edit_header(d / "model.safetensors", [](json& h) {
            h["norm.weight"]["dtype"] = "I8";
@@ -160,7 +180,8 @@ const std::vector<Case>& cases() {
          });
        },
        {"norm.weight", "I8", "expects BF16"}},
-      {"MissingTensor", "small",
+      {"MissingTensor",
+       "small",
        [](const fs::path& d) {
          edit_header(d / "model.safetensors", [](json& h) {
            h["renamed.weight"] = h["layers.1.attn.wkv.weight"];
@@ -168,59 +189,118 @@ const std::vector<Case>& cases() {
          });
        },
        {"missing tensor 'layers.1.attn.wkv.weight'", "unexpected tensor 'renamed.weight'"}},
-      {"NegativeDimension", "small",
-       [](const fs::path& d) { edit_header(d / "model.safetensors", [](json& h) { h["norm.weight"]["shape"] = json::array({-512}); }); },
+      {"NegativeDimension",
+       "small",
+       [](const fs::path& d) {
+         edit_header(d / "model.safetensors",
+                     [](json& h) { h["norm.weight"]["shape"] = json::array({-512}); });
+       },
        {"norm.weight", "bad shape"}},
-      {"ShardMissing", "tiny", [](const fs::path& d) { fs::remove(d / "model-00002-of-00003.safetensors"); },
+      {"ShardMissing",
+       "tiny",
+       [](const fs::path& d) { fs::remove(d / "model-00002-of-00003.safetensors"); },
        {"model.safetensors.index.json", "model-00002-of-00003.safetensors", "missing"}},
-      {"IndexNotJson", "tiny", [](const fs::path& d) { spit(d / "model.safetensors.index.json", "{oops"); },
+      {"IndexNotJson",
+       "tiny",
+       [](const fs::path& d) { spit(d / "model.safetensors.index.json", "{oops"); },
        {"model.safetensors.index.json", "not valid JSON"}},
-      {"IndexPointsToWrongShard", "tiny",
+      {"IndexPointsToWrongShard",
+       "tiny",
        [](const fs::path& d) {
          json j = json::parse(slurp(d / "model.safetensors.index.json"));
          j["weight_map"]["norm.weight"] = "model-00003-of-00003.safetensors";
          spit(d / "model.safetensors.index.json", j.dump());
        },
        {"norm.weight", "model-00003-of-00003.safetensors"}},
-      {"ConfigMissingRequiredKey", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c.erase("hidden_size"); }); },
+      {"ConfigMissingRequiredKey",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c.erase("hidden_size"); }); },
        {"config.json", "missing required key 'hidden_size'"}},
-      {"ConfigMissingNestedKey", "small",
-       [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"].erase("factor"); }); },
+      {"ConfigMissingNestedKey",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["rope_scaling"].erase("factor"); });
+       },
        {"config.json", "rope_scaling.factor"}},
-      {"ConfigBadCompressRatio", "small",
+      {"ConfigBadCompressRatio",
+       "small",
        [](const fs::path& d) { edit_config(d, [](json& c) { c["compress_ratios"][1] = 3; }); },
        {"config.json", "compress_ratios entry 3"}},
-      {"ConfigWrongType", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["num_attention_heads"] = "eight"; }); },
+      {"ConfigWrongType",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["num_attention_heads"] = "eight"; });
+       },
        {"config.json", "num_attention_heads", "integer"}},
       // Values the forward pass would turn into NaN or silently different logits.
-      {"ConfigNegativeEpsilon", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rms_norm_eps"] = -1e-6; }); },
+      {"ConfigNegativeEpsilon",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["rms_norm_eps"] = -1e-6; }); },
        {"config.json", "rms_norm_eps", ">= 0"}},
-      {"ConfigRopeThetaNotAboveOne", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["compress_rope_theta"] = 0; }); },
+      {"ConfigRopeThetaNotAboveOne",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["compress_rope_theta"] = 0; }); },
        {"config.json", "compress_rope_theta", "> 1"}},
-      {"ConfigInfiniteInFp32", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["routed_scaling_factor"] = 1e39; }); },
+      {"ConfigInfiniteInFp32",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["routed_scaling_factor"] = 1e39; });
+       },
        {"config.json", "routed_scaling_factor", "finite"}},
-      {"ConfigNonPositiveContext", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["max_position_embeddings"] = 0; }); },
+      {"ConfigNonPositiveContext",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["max_position_embeddings"] = 0; }); },
        {"config.json", "max_position_embeddings", "positive"}},
-      {"ConfigNegativeMtpLayers", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["num_nextn_predict_layers"] = -1; }); },
+      {"ConfigNegativeMtpLayers",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["num_nextn_predict_layers"] = -1; });
+       },
        {"config.json", "num_nextn_predict_layers", "0 or more"}},
-      {"ConfigEosOutsideVocab", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["eos_token_id"] = 1 << 20; }); },
+      {"ConfigEosOutsideVocab",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["eos_token_id"] = 1 << 20; }); },
        {"config.json", "eos_token_id", "vocab_size"}},
-      {"ConfigOtherRopeScaling", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"]["type"] = "linear"; }); },
+      {"ConfigOtherRopeScaling",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["rope_scaling"]["type"] = "linear"; });
+       },
        {"config.json", "rope_scaling.type", "\"linear\"", "yarn"}},
-      {"ConfigOtherRopeType", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["rope_scaling"]["rope_type"] = "linear"; }); },
+      {"ConfigOtherRopeType",
+       "small",
+       [](const fs::path& d) {
+         edit_config(d, [](json& c) { c["rope_scaling"]["rope_type"] = "linear"; });
+       },
        {"config.json", "rope_scaling.rope_type"}},
-      {"ConfigOtherActivation", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["hidden_act"] = "gelu"; }); },
+      {"ConfigOtherActivation",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["hidden_act"] = "gelu"; }); },
        {"config.json", "hidden_act", "silu"}},
-      {"ConfigAttentionBias", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["attention_bias"] = true; }); },
+      {"ConfigAttentionBias",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["attention_bias"] = true; }); },
        {"config.json", "attention_bias"}},
-      {"ConfigExpertDtypeNotString", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["expert_dtype"] = 4; }); },
+      {"ConfigExpertDtypeNotString",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["expert_dtype"] = 4; }); },
        {"config.json", "expert_dtype 4"}},
       // A count far off fails at once, listing the first problems (not 10^8 missing tensors).
-      {"ConfigMillionsOfExperts", "small", [](const fs::path& d) { edit_config(d, [](json& c) { c["n_routed_experts"] = 1 << 30; }); },
-       {"checkpoint does not match config.json", "checking stopped", "layers.0.ffn.gate.weight", "…and "}},
-      {"ConfigNotJson", "small", [](const fs::path& d) { spit(d / "config.json", "not json"); }, {"config.json", "not valid JSON"}},
-      {"ConfigAbsent", "small", [](const fs::path& d) { fs::remove(d / "config.json"); }, {"no config.json"}},
-      {"ConfigLayersDisagreeWithTensors", "small",
+      {"ConfigMillionsOfExperts",
+       "small",
+       [](const fs::path& d) { edit_config(d, [](json& c) { c["n_routed_experts"] = 1 << 30; }); },
+       {"checkpoint does not match config.json", "checking stopped", "layers.0.ffn.gate.weight",
+        "…and "}},
+      {"ConfigNotJson",
+       "small",
+       [](const fs::path& d) { spit(d / "config.json", "not json"); },
+       {"config.json", "not valid JSON"}},
+      {"ConfigAbsent",
+       "small",
+       [](const fs::path& d) { fs::remove(d / "config.json"); },
+       {"no config.json"}},
+      {"ConfigLayersDisagreeWithTensors",
+       "small",
        [](const fs::path& d) {
          edit_config(d, [](json& c) {
            c["num_hidden_layers"] = 5;
@@ -228,7 +308,8 @@ const std::vector<Case>& cases() {
          });
        },
        {"missing tensor 'layers.4."}},
-      {"HashTableOutOfRange", "small",
+      {"HashTableOutOfRange",
+       "small",
        [](const fs::path& d) {
          Parts p = split(d / "model.safetensors");
          const uint64_t off = p.header["layers.0.ffn.gate.tid2eid"]["data_offsets"][0];
@@ -237,7 +318,9 @@ const std::vector<Case>& cases() {
          join(d / "model.safetensors", p);
        },
        {"layers.0.ffn.gate.tid2eid", "element 5 = 999"}},
-      {"NoSafetensorsAtAll", "small", [](const fs::path& d) { fs::remove(d / "model.safetensors"); },
+      {"NoSafetensorsAtAll",
+       "small",
+       [](const fs::path& d) { fs::remove(d / "model.safetensors"); },
        {"no model.safetensors"}},
   };
   return k;
@@ -252,12 +335,16 @@ TEST_P(Malformed, RejectedWithNamedError) {
   c.corrupt(dir);
   const std::string err = load_error(dir);
   ASSERT_FALSE(err.empty()) << c.name << ": a malformed checkpoint loaded";
-  for (const auto& s : c.expect) EXPECT_NE(err.find(s), std::string::npos) << c.name << ": '" << s << "' not in: " << err;
-  EXPECT_EQ(err.find('\xa9'), std::string::npos) << c.name << ": a raw byte of the file in: " << err;
+  for (const auto& s : c.expect)
+    EXPECT_NE(err.find(s), std::string::npos) << c.name << ": '" << s << "' not in: " << err;
+  EXPECT_EQ(err.find('\xa9'), std::string::npos)
+      << c.name << ": a raw byte of the file in: " << err;
 }
 
 INSTANTIATE_TEST_SUITE_P(Checkpoint, Malformed, ::testing::Range<size_t>(0, cases().size()),
-                         [](const ::testing::TestParamInfo<size_t>& i) { return std::string(cases()[i.param].name); });
+                         [](const ::testing::TestParamInfo<size_t>& i) {
+                           return std::string(cases()[i.param].name);
+                         });
 
 TEST(MalformedCli, LogitsCommandExitsNonZeroWithMessage) {
   TempDir tmp("malformed-cli");
@@ -266,7 +353,8 @@ TEST(MalformedCli, LogitsCommandExitsNonZeroWithMessage) {
   spit(tmp.path() / "ids.json", "[0, 1, 2]");
   std::string out;
   const int rc = run_command(dsv4_binary() + " logits -m " + dir.string() + " --ids-file " +
-                                 (tmp.path() / "ids.json").string() + " --out " + (tmp.path() / "o.bin").string(),
+                                 (tmp.path() / "ids.json").string() + " --out " +
+                                 (tmp.path() / "o.bin").string(),
                              &out);
   EXPECT_NE(rc, 0);
   EXPECT_NE(out.find("unsupported dtype"), std::string::npos) << out;
@@ -282,9 +370,10 @@ TEST(ValidCheckpoint, UnalignedTensorDataGivesTheSameLogits) {
   auto logits = [&](const std::string& name) {
     std::string out;
     const fs::path o = tmp.path() / name;
-    const int rc = run_command(dsv4_binary() + " logits -m " + dir.string() + " --ids-file " +
-                                   (tmp.path() / "ids.json").string() + " --out " + o.string() + " 2>&1",
-                               &out);
+    const int rc =
+        run_command(dsv4_binary() + " logits -m " + dir.string() + " --ids-file " +
+                        (tmp.path() / "ids.json").string() + " --out " + o.string() + " 2>&1",
+                    &out);
     EXPECT_EQ(rc, 0) << out;
     return slurp(o);
   };

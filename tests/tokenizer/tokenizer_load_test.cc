@@ -45,14 +45,15 @@ std::string byte_vocab() {
 }
 
 std::string tokenizer_with(const std::string& model) {
-  return std::string("{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 257, \"content\": \"<x>\", "
-                     "\"special\": true}], \"normalizer\": null, ") +
+  return std::string(
+             "{\"version\": \"1.0\", \"added_tokens\": [{\"id\": 257, \"content\": \"<x>\", "
+             "\"special\": true}], \"normalizer\": null, ") +
          kPre + ", " + model + "}";
 }
 
 TEST(TokenizerLoad, MinimalWorks) {
-  auto t = Tokenizer::from_json(tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " +
-                                               byte_vocab() + ", \"merges\": [\"a b\"]}"));
+  auto t = Tokenizer::from_json(tokenizer_with(
+      "\"model\": {\"type\": \"BPE\", \"vocab\": " + byte_vocab() + ", \"merges\": [\"a b\"]}"));
   EXPECT_EQ(t.encode("ab<x>b a"), (std::vector<int32_t>{256, 257, 'b', ' ', 'a'}))
       << "byte-level ids equal the byte values in the vocab built above";
 }
@@ -66,8 +67,9 @@ TEST(TokenizerLoad, NotJson) {
 }
 
 TEST(TokenizerLoad, BadMerges) {
-  std::string e = error_of(tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " +
-                                          byte_vocab() + ", \"merges\": [\"a b\", \"ab\"]}"));
+  std::string e =
+      error_of(tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " + byte_vocab() +
+                              ", \"merges\": [\"a b\", \"ab\"]}"));
   EXPECT_NE(e.find("model.merges[1]"), std::string::npos) << e;
   e = error_of(tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " + byte_vocab() +
                               ", \"merges\": [\"a zz\"]}"));
@@ -88,8 +90,8 @@ TEST(TokenizerLoad, WrongModelType) {
 // A field of the wrong type is named (found by a mutation fuzzer: these were the JSON library's
 // type_error with no location).
 TEST(TokenizerLoad, MistypedFieldsAreNamed) {
-  const std::string t = tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " +
-                                       byte_vocab() + ", \"merges\": []}");
+  const std::string t = tokenizer_with("\"model\": {\"type\": \"BPE\", \"vocab\": " + byte_vocab() +
+                                       ", \"merges\": []}");
   auto with = [&](const std::string& from, const std::string& to) {
     std::string r = t;
     return r.replace(r.find(from), from.size(), to);
