@@ -78,6 +78,8 @@ struct DecodeRow {
   int64_t depth = 0;
   Stat tok_s;
   double bytes_per_token = 0, gb_s = 0;  // GB/s: mean over the repetitions
+  // Each repetition's GB/s over the read-only rate of the token's pages just before and after it.
+  Stat paired_pages_ratio;
   // Per part of the forward pass, over all timed tokens: seconds and bytes read.
   ForwardTimes times;
   double part_bytes[static_cast<int>(ForwardPart::kCount)] = {};
@@ -108,45 +110,33 @@ std::vector<PartRow> part_rows(const DecodeRow& r, const double (&pages_gbps)[kP
   return v;
 }
 
-int run_bench(int argc, char** argv) {
-  CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
-               "dsv4 bench"};
-  std::string model_dir, depth_str = "0";
-  int threads = 0, n_prompt = 512, n_gen = 128, reps = 3;
-  bool pin = false;
-  size_t membench_mib = 1024, chunk = 512;
-  bool json_out = false;
-  app.add_option("-m,--model", model_dir, "model directory")->required();
-  add_thread_options(app, threads, pin);
-  app.add_option("-p,--n-prompt", n_prompt, "prefill length in tokens (default 512)");
-  app.add_option("-n,--n-gen", n_gen, "decoded tokens per depth (default 128)");
-  app.add_option("--depth", depth_str,
-                 "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
-  app.add_option("-r,--repetitions", reps,
-                 "timed repetitions of the prefill and of each depth's decode; mean ± standard "
-                 "deviation are printed (default 3)");
-  app.add_option("--chunk", chunk, "prefill chunk used to reach a depth (default 512)");
-  app.add_option("--membench-mib", membench_mib,
-                 "buffer for the bandwidth kernels in MiB (default 1024)");
-  ModelOptions mo;
-  add_expert_prefetch_option(app, mo.expert_prefetch);
-  app.add_flag("--json", json_out, "print one JSON object instead of the table");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  if (n_prompt < 1 || n_gen < 1 || reps < 1) throw Error("-p, -n and -r must be positive");
-  const std::vector<int64_t> depths = parse_depths(depth_str);
-  ThreadPool pool(threads, pin);
+// What the bench measures with one thread count: that many threads' limits, prefill and decode.
+struct ThreadRun {
+  int threads = 0;
+  // The machine's limits with these threads. Machines are often shared: the limits are measured
+  // again after each timed phase and the best measurement is kept, so a moment of contention
+  // while measuring cannot lower the roofline and inflate a ratio.
+  double read_gbps = 0, triad_gbps = 0, peak_flops = 0;
+  double cold_prefill_tok_s = 0;
+  Stat prefill;
+  double prefill_flops_per_token = 0, prefill_flop_s = 0;
+  std::vector<DecodeRow> rows;
+  size_t rss_after_decode = 0;
+  // The read-only sum over the checkpoint pages one token reads, and over each part's pages.
+  double weights_read_gbps = 0;
+  double part_pages_gbps[kParts] = {};
+};
 
-  // Load: mapped, validated, nothing copied.
-  const size_t rss0 = resident_set_bytes();
-  const auto t_load = Clock::now();
-  auto model = Model::load(model_dir, mo);
-  const double load_s = seconds_since(t_load);
-  const size_t rss_load = resident_set_bytes();
-  const ModelConfig& cfg = model->config();
+struct BenchSettings {
+  int n_prompt = 512, n_gen = 128, reps = 3;
+  size_t membench_mib = 1024, chunk = 512;
+  std::vector<int64_t> depths;
+};
+
+ThreadRun measure_with(Model& model, ThreadPool& pool, const BenchSettings& b) {
+  ThreadRun tr;
+  tr.threads = pool.size();
+  const ModelConfig& cfg = model.config();
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> tok(3, cfg.vocab_size - 1);
   auto random_ids = [&](size_t n) {
@@ -163,22 +153,18 @@ int run_bench(int argc, char** argv) {
     it.no_logits = !logits;
     ForwardOptions fo;
     fo.times = times;
-    model->forward(std::span<const BatchItem>(&it, 1), pool, res, fo);
+    model.forward(std::span<const BatchItem>(&it, 1), pool, res, fo);
   };
-
-  // Machine limits with the same thread count. Machines are often shared: the limits are measured
-  // again after each timed phase and the best measurement is kept, so a moment of contention
-  // while measuring cannot lower the roofline and inflate a ratio.
-  double read_gbps = measure_read_gbps(pool, membench_mib << 20);
-  double triad_gbps = measure_triad_gbps(pool, membench_mib << 20);
-  double peak_flops = measure_peak_flops(pool);
+  const size_t mem_bytes = b.membench_mib << 20;
+  tr.read_gbps = measure_read_gbps(pool, mem_bytes);
+  tr.triad_gbps = measure_triad_gbps(pool, mem_bytes);
+  tr.peak_flops = measure_peak_flops(pool);
   auto remeasure_limits = [&] {
-    read_gbps = std::max(read_gbps, measure_read_gbps(pool, membench_mib << 20));
-    triad_gbps = std::max(triad_gbps, measure_triad_gbps(pool, membench_mib << 20));
-    peak_flops = std::max(peak_flops, measure_peak_flops(pool));
+    tr.read_gbps = std::max(tr.read_gbps, measure_read_gbps(pool, mem_bytes));
+    tr.triad_gbps = std::max(tr.triad_gbps, measure_triad_gbps(pool, mem_bytes));
+    tr.peak_flops = std::max(tr.peak_flops, measure_peak_flops(pool));
   };
 
-  double cold_prefill_tok_s = 0;
   // Warm-up, as llama-bench does: an untimed prefill of the same length, so the timings below
   // measure steady-state compute and bandwidth, not first-touch page faults — of the weights'
   // mapping (8 tokens left ~6 of flash-4l's 32 experts per layer untouched) or of work buffers
@@ -187,191 +173,182 @@ int run_bench(int argc, char** argv) {
   // and times both paths twice after it (kernels/path_tuner.h), so its trials, half of them on
   // the slower path, run here rather than in the timed repetitions.
   {
-    SequenceState s = model->new_sequence();
+    SequenceState s = model.new_sequence();
     const auto t_cold = Clock::now();
-    run(s, random_ids(static_cast<size_t>(n_prompt)), true);
-    cold_prefill_tok_s = n_prompt / seconds_since(t_cold);
-    SequenceState s2 = model->new_sequence();
-    run(s2, random_ids(static_cast<size_t>(n_prompt)), true);
+    run(s, random_ids(static_cast<size_t>(b.n_prompt)), true);
+    tr.cold_prefill_tok_s = b.n_prompt / seconds_since(t_cold);
+    SequenceState s2 = model.new_sequence();
+    run(s2, random_ids(static_cast<size_t>(b.n_prompt)), true);
     for (int i = 0; i < 6; ++i) run(s2, random_ids(1), true);
   }
 
   // Prefill.
-  SequenceState s = model->new_sequence();
+  SequenceState s = model.new_sequence();
   double prefill_flops = 0;
-  for (int i = 0; i < n_prompt; ++i) {  // FLOPs of each position, at its own depth
-    const auto c = model->token_cost(s);
+  for (int i = 0; i < b.n_prompt; ++i) {  // FLOPs of each position, at its own depth
+    const auto c = model.token_cost(s);
     // Only the last position's logits are computed (the LM head is not run for the others).
-    const double out_macs = i + 1 == n_prompt ? 0.0 : c.output_macs;
+    const double out_macs = i + 1 == b.n_prompt ? 0.0 : c.output_macs;
     prefill_flops += 2.0 * (c.weight_macs - out_macs + c.attention_macs);
     s.n_past++;
   }
   std::vector<double> prefill_rates;
-  for (int r = 0; r < reps; ++r) {
-    s = model->new_sequence();
-    const auto prompt = random_ids(n_prompt);
+  for (int r = 0; r < b.reps; ++r) {
+    s = model.new_sequence();
+    const auto prompt = random_ids(static_cast<size_t>(b.n_prompt));
     const auto t_pre = Clock::now();
     run(s, prompt, true);
-    prefill_rates.push_back(n_prompt / seconds_since(t_pre));
+    prefill_rates.push_back(b.n_prompt / seconds_since(t_pre));
   }
-  const Stat prefill = stat(prefill_rates);
-  const double prefill_tok_s = prefill.mean;
-  const double prefill_flop_s = prefill_flops / n_prompt * prefill.mean;
+  tr.prefill = stat(prefill_rates);
+  tr.prefill_flops_per_token = prefill_flops / b.n_prompt;
+  tr.prefill_flop_s = tr.prefill_flops_per_token * tr.prefill.mean;
   remeasure_limits();
 
   // Decode at each depth.
-  std::vector<DecodeRow> rows;
-  for (int64_t depth : depths) {
-    SequenceState d = model->new_sequence();
-    d.reserve(depth + static_cast<int64_t>(n_gen) * reps);  // as the generator does: no growth
+  // Each repetition is also paired with the read-only rate of the token's own weight pages,
+  // measured just before and just after it: on a shared machine whose bandwidth drifts from
+  // second to second, that ratio says how close the engine runs to its pages' rate at that
+  // moment, whatever the machine was doing. (These reads touch the token_weight_ranges() pages:
+  // the first k routed experts of each layer, which the prefills have already mapped.)
+  const auto token_ranges = model.token_weight_ranges();
+  auto pages_gbps_now = [&] { return measure_read_gbps_over(pool, token_ranges, 1); };
+  for (int64_t depth : b.depths) {
+    SequenceState d = model.new_sequence();
+    d.reserve(depth + static_cast<int64_t>(b.n_gen) * b.reps);  // as the generator does: no growth
     for (int64_t done = 0; done < depth;) {
       const size_t n =
-          static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(chunk), depth - done));
+          static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(b.chunk), depth - done));
       run(d, random_ids(n), false);
       done += static_cast<int64_t>(n);
     }
     // Repetitions continue the same sequence (the context grows by n tokens each time); bytes
     // are counted per token at its own depth.
-    std::vector<double> rates, gbps;
+    std::vector<double> rates, gbps, paired;
     double all_bytes = 0;
     DecodeRow r;
-    for (int rep = 0; rep < reps; ++rep) {
+    double pages_before = pages_gbps_now();
+    for (int rep = 0; rep < b.reps; ++rep) {
       double bytes = 0;
       const auto t0 = Clock::now();
-      for (int i = 0; i < n_gen; ++i) {
-        const auto c = model->token_cost(d);
+      for (int i = 0; i < b.n_gen; ++i) {
+        const auto c = model.token_cost(d);
         bytes += static_cast<double>(c.weight_bytes + c.kv_bytes);
         for (int p = 0; p < kParts; ++p) r.part_bytes[p] += static_cast<double>(c.part_bytes[p]);
         run(d, random_ids(1), true, &r.times);
       }
       const double sec = seconds_since(t0);
+      const double pages_after = pages_gbps_now();
       r.seconds += sec;
-      rates.push_back(n_gen / sec);
+      rates.push_back(b.n_gen / sec);
       gbps.push_back(bytes / sec / 1e9);
+      paired.push_back(gbps.back() / (0.5 * (pages_before + pages_after)));
+      pages_before = pages_after;
       all_bytes += bytes;
     }
-    r.tokens = static_cast<double>(n_gen) * reps;
+    r.tokens = static_cast<double>(b.n_gen) * b.reps;
     r.depth = depth;
     r.tok_s = stat(rates);
     r.gb_s = stat(gbps).mean;
-    r.bytes_per_token = all_bytes / (static_cast<double>(n_gen) * reps);
-    rows.push_back(r);
+    r.paired_pages_ratio = stat(paired);
+    r.bytes_per_token = all_bytes / (static_cast<double>(b.n_gen) * b.reps);
+    tr.rows.push_back(r);
   }
-  const size_t rss_end = resident_set_bytes();
-  const MappedResidency weights =
-      file_mapping_residency(std::filesystem::canonical(model_dir).string());
+  tr.rss_after_decode = resident_set_bytes();
   remeasure_limits();
   // The same read over the checkpoint pages one token streams: where physical memory is not
   // uniform (kernels/membench.h), a fresh buffer can read much faster or slower than the weights
-  // do. Measured after RSS is taken, since it maps routed experts the run may not have touched.
-  const auto token_ranges = model->token_weight_ranges();
-  size_t token_range_bytes = 0;
-  for (const auto& r : token_ranges) token_range_bytes += r.size();
-  const double weights_read_gbps = measure_read_gbps_over(pool, token_ranges, 5);
-  // And over each part's pages alone: a part's GB/s divided by its own pages' rate says how much
-  // of its time is the engine's and how much is where its pages lie.
-  double part_pages_gbps[kParts] = {};
+  // do. And over each part's pages alone: a part's GB/s divided by its own pages' rate says how
+  // much of its time is the engine's and how much is where its pages lie.
+  tr.weights_read_gbps = measure_read_gbps_over(pool, token_ranges, 5);
   for (int p = 0; p < kParts; ++p)
-    part_pages_gbps[p] =
-        measure_read_gbps_over(pool, model->token_weight_ranges(static_cast<ForwardPart>(p)), 5);
-  const DecodeRow& d0 = rows.front();
+    tr.part_pages_gbps[p] =
+        measure_read_gbps_over(pool, model.token_weight_ranges(static_cast<ForwardPart>(p)), 5);
+  return tr;
+}
 
-  if (json_out) {
-    nlohmann::ordered_json j;
-    j["model"] = model_dir;
-    j["threads"] = pool.size();
-    j["pinned"] = pin;
-    j["expert_prefetch"] = model->prefetches_experts();
-    j["simd_target"] = membench_target_name();
-    j["load_s"] = load_s;
-    j["rss_bytes_before_load"] = rss0;
-    j["rss_bytes_after_load"] = rss_load;
-    j["rss_bytes"] = rss_end;
-    j["weights_resident_bytes"] = weights.resident_bytes;
-    j["weights_huge_page_bytes"] = weights.huge_bytes;
-    j["repetitions"] = reps;
-    j["prefill_tokens"] = n_prompt;
-    j["prefill_tok_s"] = prefill_tok_s;
-    j["prefill_tok_s_sd"] = prefill.sd;
-    j["prefill_cold_tok_s"] = cold_prefill_tok_s;
-    j["prefill_flop_per_token"] = prefill_flops / n_prompt;
-    j["prefill_flop_s"] = prefill_flop_s;
-    j["peak_flop_s"] = peak_flops;
-    j["prefill_peak_ratio"] = prefill_flop_s / peak_flops;
-    j["decode_tok_s"] = d0.tok_s.mean;
-    j["decode_tok_s_sd"] = d0.tok_s.sd;
-    j["decode_bytes_per_token"] = d0.bytes_per_token;
-    j["decode_gb_s"] = d0.gb_s;
-    j["read_gb_s"] = read_gbps;
-    j["triad_gb_s"] = triad_gbps;
-    j["decode_roofline_ratio"] = d0.gb_s / read_gbps;
-    j["weights_read_gb_s"] = weights_read_gbps;
-    j["weights_read_bytes"] = token_range_bytes;
-    j["decode_weights_read_ratio"] = d0.gb_s / weights_read_gbps;
-    j["decode"] = nlohmann::json::array();
-    for (const auto& r : rows) {
-      nlohmann::ordered_json parts = nlohmann::ordered_json::array();
-      for (const PartRow& p : part_rows(r, part_pages_gbps)) {
-        nlohmann::ordered_json o = {{"part", p.name},
-                                    {"ms_per_token", p.ms},
-                                    {"bytes_per_token", p.bytes},
-                                    {"gb_s", p.gb_s}};
-        if (p.pages_gb_s > 0) {
-          o["pages_read_gb_s"] = p.pages_gb_s;
-          o["pages_read_ratio"] = p.gb_s / p.pages_gb_s;
-        }
-        parts.push_back(o);
+// One thread count's figures for --json (the top level holds the same for the largest count).
+nlohmann::ordered_json run_json(const ThreadRun& t) {
+  const DecodeRow& d0 = t.rows.front();
+  nlohmann::ordered_json j;
+  j["threads"] = t.threads;
+  j["prefill_tok_s"] = t.prefill.mean;
+  j["prefill_tok_s_sd"] = t.prefill.sd;
+  j["prefill_cold_tok_s"] = t.cold_prefill_tok_s;
+  j["prefill_flop_per_token"] = t.prefill_flops_per_token;
+  j["prefill_flop_s"] = t.prefill_flop_s;
+  j["peak_flop_s"] = t.peak_flops;
+  j["prefill_peak_ratio"] = t.prefill_flop_s / t.peak_flops;
+  j["decode_tok_s"] = d0.tok_s.mean;
+  j["decode_tok_s_sd"] = d0.tok_s.sd;
+  j["decode_bytes_per_token"] = d0.bytes_per_token;
+  j["decode_gb_s"] = d0.gb_s;
+  j["read_gb_s"] = t.read_gbps;
+  j["triad_gb_s"] = t.triad_gbps;
+  j["decode_roofline_ratio"] = d0.gb_s / t.read_gbps;
+  j["weights_read_gb_s"] = t.weights_read_gbps;
+  j["decode_weights_read_ratio"] = d0.gb_s / t.weights_read_gbps;
+  j["decode_paired_pages_ratio"] = d0.paired_pages_ratio.mean;
+  j["decode_paired_pages_ratio_sd"] = d0.paired_pages_ratio.sd;
+  j["decode"] = nlohmann::json::array();
+  for (const auto& r : t.rows) {
+    nlohmann::ordered_json parts = nlohmann::ordered_json::array();
+    for (const PartRow& p : part_rows(r, t.part_pages_gbps)) {
+      nlohmann::ordered_json o = {
+          {"part", p.name}, {"ms_per_token", p.ms}, {"bytes_per_token", p.bytes}, {"gb_s", p.gb_s}};
+      if (p.pages_gb_s > 0) {
+        o["pages_read_gb_s"] = p.pages_gb_s;
+        o["pages_read_ratio"] = p.gb_s / p.pages_gb_s;
       }
-      j["decode"].push_back({{"depth", r.depth},
-                             {"tok_s", r.tok_s.mean},
-                             {"tok_s_sd", r.tok_s.sd},
-                             {"ms_per_token", r.seconds / r.tokens * 1e3},
-                             {"bytes_per_token", r.bytes_per_token},
-                             {"gb_s", r.gb_s},
-                             {"roofline_ratio", r.gb_s / read_gbps},
-                             {"weights_read_ratio", r.gb_s / weights_read_gbps},
-                             {"parts", parts}});
+      parts.push_back(o);
     }
-    std::printf("%s\n", j.dump(2).c_str());
-    return 0;
+    j["decode"].push_back({{"depth", r.depth},
+                           {"tok_s", r.tok_s.mean},
+                           {"tok_s_sd", r.tok_s.sd},
+                           {"ms_per_token", r.seconds / r.tokens * 1e3},
+                           {"bytes_per_token", r.bytes_per_token},
+                           {"gb_s", r.gb_s},
+                           {"roofline_ratio", r.gb_s / t.read_gbps},
+                           {"weights_read_ratio", r.gb_s / t.weights_read_gbps},
+                           {"paired_pages_ratio", r.paired_pages_ratio.mean},
+                           {"paired_pages_ratio_sd", r.paired_pages_ratio.sd},
+                           {"parts", parts}});
   }
-  std::printf("dsv4 bench  model %s  threads %d%s  SIMD %s\n", model_dir.c_str(), pool.size(),
-              pin ? " (pinned)" : "", membench_target_name());
-  std::printf(
-      "  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the "
-      "end\n",
-      load_s, rss_load / 1e9, rss0 / 1e9, rss_end / 1e9);
-  // Decode is markedly slower from 4 KiB pages (util/huge_pages.h); say which ones it got.
-  std::printf("  weights             %.2f GB resident at the end, %.2f GB of it in 2 MiB pages%s\n",
-              weights.resident_bytes / 1e9, weights.huge_bytes / 1e9,
-              weights.huge_bytes * 2 < weights.resident_bytes
-                  ? " (the page cache holds the files in small pages: see the README on huge pages)"
-                  : "");
+  return j;
+}
+
+// One thread count's block of the table.
+void print_run(const ThreadRun& t, int n_prompt, int reps, size_t token_range_bytes) {
+  std::printf("  threads %d\n", t.threads);
   std::printf(
       "  machine             read-only %.1f GB/s   STREAM triad %.1f GB/s   peak %.1f GFLOP/s\n",
-      read_gbps, triad_gbps, peak_flops / 1e9);
+      t.read_gbps, t.triad_gbps, t.peak_flops / 1e9);
   std::printf(
       "  weights read-only   %.1f GB/s = %.2f of read-only, over the %.3f GB of checkpoint pages "
       "one token reads\n",
-      weights_read_gbps, weights_read_gbps / read_gbps, token_range_bytes / 1e9);
+      t.weights_read_gbps, t.weights_read_gbps / t.read_gbps, token_range_bytes / 1e9);
   std::printf("  prefill %5d tok   %s tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
-              n_prompt, with_sd(prefill, reps).c_str(), prefill_flops / n_prompt / 1e9,
-              prefill_flop_s / 1e9, prefill_flop_s / peak_flops);
+              n_prompt, with_sd(t.prefill, reps).c_str(), t.prefill_flops_per_token / 1e9,
+              t.prefill_flop_s / 1e9, t.prefill_flop_s / t.peak_flops);
   std::printf(
       "                      (%s; after two untimed warm-up prefills, the first (cold) at "
       "%.2f tok/s)\n",
       reps > 1 ? (std::to_string(reps) + " repetitions: mean ± standard deviation").c_str()
                : "1 repetition",
-      cold_prefill_tok_s);
-  for (const auto& r : rows) {
+      t.cold_prefill_tok_s);
+  for (const auto& r : t.rows) {
     std::printf(
         "  decode @ depth %-7lld %s tok/s   %.3f GB/token   %.1f GB/s = %.2f of read-only, %.2f of "
         "weights read-only\n",
         static_cast<long long>(r.depth), with_sd(r.tok_s, reps).c_str(), r.bytes_per_token / 1e9,
-        r.gb_s, r.gb_s / read_gbps, r.gb_s / weights_read_gbps);
+        r.gb_s, r.gb_s / t.read_gbps, r.gb_s / t.weights_read_gbps);
+    std::printf(
+        "                      %s of its pages' read-only rate measured just before and after "
+        "each repetition\n",
+        with_sd(r.paired_pages_ratio, reps).c_str());
     // Where a token's time goes: each part's share of the weights and KV, and its rate.
     std::string line = "                      per token:";
-    for (const PartRow& p : part_rows(r, part_pages_gbps)) {
+    for (const PartRow& p : part_rows(r, t.part_pages_gbps)) {
       char buf[200];
       if (p.bytes > 0)
         std::snprintf(buf, sizeof buf, "%s %s %.1f ms %.3f GB %.1f GB/s (%.2f of its pages' %.1f)",
@@ -382,6 +359,122 @@ int run_bench(int argc, char** argv) {
       line += buf;
     }
     std::printf("%s\n", line.c_str());
+  }
+}
+
+int run_bench(int argc, char** argv) {
+  CLI::App app{"Benchmark prefill and decode against this machine's bandwidth and FLOP/s",
+               "dsv4 bench"};
+  std::string model_dir, depth_str = "0";
+  std::vector<int> thread_counts;
+  bool pin = false;
+  BenchSettings b;
+  bool json_out = false;
+  app.add_option("-m,--model", model_dir, "model directory")->required();
+  app.add_option("-t,--threads", thread_counts,
+                 "compute threads (default: one per physical core); a comma-separated list, e.g. "
+                 "1,2, runs the whole bench once per count, to show how it scales")
+      ->delimiter(',')
+      ->check(kThreadsRange);
+  app.add_flag("--pin", pin,
+               "bind each compute thread to its own CPU (one per physical core first)");
+  app.add_option("-p,--n-prompt", b.n_prompt, "prefill length in tokens (default 512)");
+  app.add_option("-n,--n-gen", b.n_gen, "decoded tokens per depth (default 128)");
+  app.add_option("--depth", depth_str,
+                 "comma-separated context depths for decode, e.g. 0,4096,32768 (default 0)");
+  app.add_option("-r,--repetitions", b.reps,
+                 "timed repetitions of the prefill and of each depth's decode; mean ± standard "
+                 "deviation are printed (default 3)");
+  app.add_option("--chunk", b.chunk, "prefill chunk used to reach a depth (default 512)");
+  app.add_option("--membench-mib", b.membench_mib,
+                 "buffer for the bandwidth kernels in MiB (default 1024)");
+  ModelOptions mo;
+  add_expert_prefetch_option(app, mo.expert_prefetch);
+  app.add_flag("--json", json_out, "print one JSON object instead of the table");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (b.n_prompt < 1 || b.n_gen < 1 || b.reps < 1) throw Error("-p, -n and -r must be positive");
+  b.depths = parse_depths(depth_str);
+  if (thread_counts.empty()) thread_counts.push_back(0);
+
+  // Load: mapped, validated, nothing copied.
+  const size_t rss0 = resident_set_bytes();
+  const auto t_load = Clock::now();
+  auto model = Model::load(model_dir, mo);
+  const double load_s = seconds_since(t_load);
+  const size_t rss_load = resident_set_bytes();
+
+  std::vector<ThreadRun> runs;
+  for (int n : thread_counts) {
+    ThreadPool pool(n, pin);
+    runs.push_back(measure_with(*model, pool, b));
+  }
+  // The top-level figures are those of the most threads (the last such count).
+  const ThreadRun& main_run = *std::max_element(
+      runs.rbegin(), runs.rend(),
+      [](const ThreadRun& x, const ThreadRun& y) { return x.threads < y.threads; });
+  const size_t rss_end = runs.back().rss_after_decode;
+  const MappedResidency weights =
+      file_mapping_residency(std::filesystem::canonical(model_dir).string());
+  size_t token_range_bytes = 0;
+  for (const auto& r : model->token_weight_ranges()) token_range_bytes += r.size();
+
+  if (json_out) {
+    nlohmann::ordered_json j;
+    j["model"] = model_dir;
+    j["pinned"] = pin;
+    j["expert_prefetch"] = model->prefetches_experts();
+    j["simd_target"] = membench_target_name();
+    j["load_s"] = load_s;
+    j["rss_bytes_before_load"] = rss0;
+    j["rss_bytes_after_load"] = rss_load;
+    j["rss_bytes"] = rss_end;
+    j["weights_resident_bytes"] = weights.resident_bytes;
+    j["weights_huge_page_bytes"] = weights.huge_bytes;
+    j["repetitions"] = b.reps;
+    j["prefill_tokens"] = b.n_prompt;
+    j["weights_read_bytes"] = token_range_bytes;
+    j.update(run_json(main_run));
+    j["by_threads"] = nlohmann::json::array();
+    for (const ThreadRun& t : runs) j["by_threads"].push_back(run_json(t));
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf(
+      "dsv4 bench  model %s  threads %s%s  SIMD %s\n", model_dir.c_str(),
+      [&] {
+        std::string v;
+        for (const ThreadRun& t : runs) v += (v.empty() ? "" : ",") + std::to_string(t.threads);
+        return v;
+      }()
+          .c_str(),
+      pin ? " (pinned)" : "", membench_target_name());
+  std::printf(
+      "  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the "
+      "end\n",
+      load_s, rss_load / 1e9, rss0 / 1e9, rss_end / 1e9);
+  // Decode is markedly slower from 4 KiB pages (util/huge_pages.h); say which ones it got.
+  std::printf("  weights             %.2f GB resident at the end, %.2f GB of it in 2 MiB pages%s\n",
+              weights.resident_bytes / 1e9, weights.huge_bytes / 1e9,
+              weights.huge_bytes * 2 < weights.resident_bytes
+                  ? " (the page cache holds the files in small pages: see the README on huge pages)"
+                  : "");
+  for (const ThreadRun& t : runs) print_run(t, b.n_prompt, b.reps, token_range_bytes);
+  if (runs.size() > 1) {
+    // Scaling: each count against the first, for the rates and for the machine's own limits.
+    const ThreadRun& base = runs.front();
+    for (size_t i = 1; i < runs.size(); ++i) {
+      const ThreadRun& t = runs[i];
+      std::printf(
+          "  scaling %d -> %d threads: prefill x%.2f (peak x%.2f), decode @ depth %lld x%.2f "
+          "(read-only x%.2f)\n",
+          base.threads, t.threads, t.prefill.mean / base.prefill.mean,
+          t.peak_flops / base.peak_flops, static_cast<long long>(t.rows.front().depth),
+          t.rows.front().tok_s.mean / base.rows.front().tok_s.mean, t.read_gbps / base.read_gbps);
+    }
   }
   return 0;
 }

@@ -11,15 +11,16 @@ namespace {
 
 TEST(BenchCli, TinyModelJsonHasSaneFields) {
   std::string out;
-  const std::string cmd = dsv4_binary() + " bench -m " +
-                          (shared_dir() / "golden" / "tiny").string() +
-                          " -p 16 -n 4 -r 2 --depth 0,40 --membench-mib 16 -t 2 --json 2>/dev/null";
+  const std::string cmd =
+      dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
+      " -p 16 -n 4 -r 2 --depth 0,40 --membench-mib 16 -t 1,2 --json 2>/dev/null";
   ASSERT_EQ(run_command(cmd, &out), 0) << out;
   const auto j = nlohmann::json::parse(out);
-  for (const char* k : {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s",
-                        "triad_gb_s", "decode_roofline_ratio", "prefill_tok_s", "prefill_flop_s",
-                        "peak_flop_s", "prefill_peak_ratio", "rss_bytes", "weights_read_gb_s",
-                        "weights_read_bytes", "decode_weights_read_ratio"}) {
+  for (const char* k :
+       {"decode_tok_s", "decode_bytes_per_token", "decode_gb_s", "read_gb_s", "triad_gb_s",
+        "decode_roofline_ratio", "prefill_tok_s", "prefill_flop_s", "peak_flop_s",
+        "prefill_peak_ratio", "rss_bytes", "weights_read_gb_s", "weights_read_bytes",
+        "decode_weights_read_ratio", "decode_paired_pages_ratio"}) {
     ASSERT_TRUE(j.contains(k)) << k;
     EXPECT_GT(j[k].get<double>(), 0.0) << k;
   }
@@ -30,6 +31,19 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
        {&j["prefill_tok_s_sd"], &j["decode_tok_s_sd"], &j["decode"][1]["tok_s_sd"]}) {
     EXPECT_GE(sd->get<double>(), 0.0);
     EXPECT_LT(sd->get<double>(), j["prefill_tok_s"].get<double>());
+  }
+  // `-t 1,2` runs the bench once per thread count; the top level is the larger count's.
+  ASSERT_EQ(j["by_threads"].size(), 2u);
+  EXPECT_EQ(j["by_threads"][0]["threads"].get<int>(), 1);
+  EXPECT_EQ(j["by_threads"][1]["threads"].get<int>(), 2);
+  EXPECT_EQ(j["threads"].get<int>(), 2);
+  for (const char* k : {"decode_tok_s", "prefill_tok_s", "read_gb_s", "peak_flop_s"})
+    EXPECT_EQ(j[k].get<double>(), j["by_threads"][1][k].get<double>()) << k;
+  for (const auto& t : j["by_threads"]) {
+    ASSERT_EQ(t["decode"].size(), 2u);
+    for (const char* k :
+         {"decode_tok_s", "read_gb_s", "prefill_tok_s", "decode_paired_pages_ratio"})
+      EXPECT_GT(t[k].get<double>(), 0.0) << k;
   }
   // Deeper context reads more KV per token.
   EXPECT_GT(j["decode"][1]["bytes_per_token"].get<double>(),
