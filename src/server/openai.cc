@@ -352,6 +352,36 @@ static ojson usage_json(const Run& run) {
   return u;
 }
 
+// `stream` and `stream_options.include_usage` of a chat or completions request.
+static std::pair<bool, bool> read_stream_options(const json& body) {
+  bool include_usage = false;
+  if (const json* so = field(body, "stream_options")) {
+    if (!so->is_object())
+      throw ApiError(400, "'stream_options' must be an object", "stream_options");
+    include_usage = get_bool(*so, "include_usage", false);
+  }
+  return {get_bool(body, "stream", false), include_usage};
+}
+
+// The fields every response object and stream chunk of one request starts with.
+static ojson envelope(const std::string& id, const char* object, int64_t created,
+                      const std::string& model) {
+  ojson c;
+  c["id"] = id;
+  c["object"] = object;
+  c["created"] = created;
+  c["model"] = model;
+  c["system_fingerprint"] = "dsv4";
+  return c;
+}
+
+// The chunk a stream ends with when the request asked for usage: no choices, the run's usage.
+static std::string usage_chunk(ojson env, const Run& run) {
+  env["choices"] = ojson::array();
+  env["usage"] = usage_json(run);
+  return sse_data(env);
+}
+
 static ojson message_json(const Run& run, bool thinking) {
   const api::ParsedCompletion& m = run.message();
   ojson msg;
@@ -400,13 +430,7 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
       throw ApiError(400, "'response_format.type' must be text, json_object or json_schema",
                      "response_format");
   }
-  const bool stream = get_bool(body, "stream", false);
-  bool include_usage = false;
-  if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object())
-      throw ApiError(400, "'stream_options' must be an object", "stream_options");
-    include_usage = get_bool(*so, "include_usage", false);
-  }
+  const auto [stream, include_usage] = read_stream_options(body);
   GenRequest g;
   read_sampling(body, g.sampling);
   g.gen.max_tokens =
@@ -438,12 +462,7 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   if (!stream) {
     wait_for_reply(req, *run);
     run->check_failure();
-    ojson r;
-    r["id"] = id;
-    r["object"] = "chat.completion";
-    r["created"] = created;
-    r["model"] = model;
-    r["system_fingerprint"] = "dsv4";
+    ojson r = envelope(id, "chat.completion", created, model);
     ojson choice;
     choice["index"] = 0;
     choice["message"] = message_json(*run, thinking);
@@ -467,12 +486,7 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   auto started = std::make_shared<bool>(false);
   const tok::Tokenizer* tk = ctx.tok.get();
   auto chunk = [id, created, model, include_usage](ojson delta, ojson finish, ojson lp) {
-    ojson c;
-    c["id"] = id;
-    c["object"] = "chat.completion.chunk";
-    c["created"] = created;
-    c["model"] = model;
-    c["system_fingerprint"] = "dsv4";
+    ojson c = envelope(id, "chat.completion.chunk", created, model);
     ojson ch;
     ch["index"] = 0;
     ch["delta"] = std::move(delta);
@@ -535,17 +549,8 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
       if (!lp.empty()) last["choices"][0]["logprobs"] = openai_logprobs(*tk, lp);
     }
     out += sse_data(last);
-    if (include_usage) {
-      ojson u;
-      u["id"] = id;
-      u["object"] = "chat.completion.chunk";
-      u["created"] = created;
-      u["model"] = model;
-      u["system_fingerprint"] = "dsv4";
-      u["choices"] = ojson::array();
-      u["usage"] = usage_json(*run);
-      out += sse_data(u);
-    }
+    if (include_usage)
+      out += usage_chunk(envelope(id, "chat.completion.chunk", created, model), *run);
     out += "data: [DONE]\n\n";
     return false;
   });
@@ -626,27 +631,13 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
   g.gen.skip_special = true;
   const int64_t lp_k = field(body, "logprobs") ? get_int(body, "logprobs", 0, 20, 0) : -1;
   g.logprobs = static_cast<int>(lp_k);
-  const bool stream = get_bool(body, "stream", false);
-  bool include_usage = false;
-  if (const json* so = field(body, "stream_options")) {
-    if (!so->is_object())
-      throw ApiError(400, "'stream_options' must be an object", "stream_options");
-    include_usage = get_bool(*so, "include_usage", false);
-  }
+  const auto [stream, include_usage] = read_stream_options(body);
   finish_request(ctx, body, g);
   auto run = std::make_shared<Run>(ctx, std::move(g), RunOptions{false, false});
   const std::string id = random_id("cmpl-");
   const int64_t created = unix_now();
   const std::string model = ctx.model_id;
-  auto base = [id, created, model]() {
-    ojson c;
-    c["id"] = id;
-    c["object"] = "text_completion";
-    c["created"] = created;
-    c["model"] = model;
-    c["system_fingerprint"] = "dsv4";
-    return c;
-  };
+  auto base = [id, created, model]() { return envelope(id, "text_completion", created, model); };
   if (!stream) {
     wait_for_reply(req, *run);
     run->check_failure();
@@ -691,12 +682,7 @@ void handle_completions(Ctx& ctx, const httplib::Request& req, httplib::Response
     if (!fin) return true;
     run->check_failure();
     out += sse_data(make("", run->finish_reason()));
-    if (include_usage) {
-      ojson u = base();
-      u["choices"] = ojson::array();
-      u["usage"] = usage_json(*run);
-      out += sse_data(u);
-    }
+    if (include_usage) out += usage_chunk(base(), *run);
     out += "data: [DONE]\n\n";
     return false;
   });
