@@ -199,15 +199,8 @@ void handle_messages(Ctx& ctx, const httplib::Request& req, httplib::Response& r
   g.gen.stop = get_stops(body, "stop_sequences");
   g.gen.skip_special = false;
   const bool stream = get_bool(body, "stream", false);
-  try {
-    g.prompt = api::encode_chat(*ctx.tok, messages, co);
-  } catch (const Error& e) {
-    throw ApiError(400, e.what(), "messages");
-  }
-  finish_request(ctx, body, g);
+  const RunOptions ro = prepare_chat_request(ctx, body, messages, co, tool_choice, g, "messages");
   const bool thinking = co.thinking;
-  RunOptions ro{true, thinking};
-  force_tool_call(ctx, tool_choice, thinking, g, ro);
   auto run = std::make_shared<Run>(ctx, std::move(g), ro);
   const std::string id = random_id("msg_");
   const std::string model = body.contains("model") && body["model"].is_string()

@@ -304,8 +304,8 @@ ToolChoice read_tool_choice(const json& body, ojson tools) {
 // A weak model may still not finish the call; the parser then salvages what it named and never
 // returns the block as content (OutputParserOptions::tool_call_forced), and the generation stops
 // as soon as the block can no longer parse (see Run::Run).
-void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
-                     RunOptions& ro) {
+static void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
+                            RunOptions& ro) {
   if (!tc.required) return;
   const std::string d(api::kDsml);
   std::string opener = "\n\n<" + d + "tool_calls>\n<" + d + "invoke name=\"";
@@ -328,6 +328,20 @@ void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenReq
       throw ApiError(500, "the tokenizer has no </think> token to enforce tool_choice after");
   }
   ro.tool_call_forced = true;
+}
+
+RunOptions prepare_chat_request(Ctx& ctx, const json& body, const ojson& messages,
+                                const api::ChatOptions& co, const ToolChoice& tc, GenRequest& g,
+                                const char* param) {
+  try {
+    g.prompt = api::encode_chat(*ctx.tok, messages, co);
+  } catch (const Error& e) {
+    throw ApiError(400, e.what(), param);
+  }
+  finish_request(ctx, body, g);
+  RunOptions ro{true, co.thinking};
+  force_tool_call(ctx, tc, co.thinking, g, ro);
+  return ro;
 }
 
 static void reject_n(const json& body) {
@@ -442,15 +456,8 @@ void handle_chat(Ctx& ctx, const httplib::Request& req, httplib::Response& res) 
   if (field(body, "top_logprobs") && !logprobs)
     throw ApiError(400, "'top_logprobs' requires 'logprobs': true", "top_logprobs");
   g.logprobs = logprobs ? static_cast<int>(top_lp) : -1;
-  try {
-    g.prompt = api::encode_chat(*ctx.tok, messages, co);
-  } catch (const Error& e) {
-    throw ApiError(400, e.what(), "messages");
-  }
-  finish_request(ctx, body, g);
+  const RunOptions ro = prepare_chat_request(ctx, body, messages, co, tool_choice, g, "messages");
   const bool thinking = co.thinking;
-  RunOptions ro{true, thinking};
-  force_tool_call(ctx, tool_choice, thinking, g, ro);
   // Test hook: return the prompt ids (to check the rendering against the encoder goldens).
   ojson prompt_ids;
   if (ctx.opts.test_hooks && get_bool(body, "dsv4_return_prompt", false)) prompt_ids = g.prompt;

@@ -134,15 +134,8 @@ void handle_responses(Ctx& ctx, const httplib::Request& req, httplib::Response& 
   g.gen.max_tokens = static_cast<int>(get_int(body, "max_output_tokens", 1, INT32_MAX, -1));
   g.gen.skip_special = false;
   const bool stream = get_bool(body, "stream", false);
-  try {
-    g.prompt = api::encode_chat(*ctx.tok, messages, co);
-  } catch (const Error& e) {
-    throw ApiError(400, e.what(), "input");
-  }
-  finish_request(ctx, body, g);
+  const RunOptions ro = prepare_chat_request(ctx, body, messages, co, tc, g, "input");
   const bool thinking = co.thinking;
-  RunOptions ro{true, thinking};
-  force_tool_call(ctx, tc, thinking, g, ro);
   const float temperature = g.sampling.temperature, top_p = g.sampling.top_p;
   const int64_t max_out = g.gen.max_tokens;
   auto run = std::make_shared<Run>(ctx, std::move(g), ro);

@@ -221,8 +221,12 @@ struct ToolChoice {
 // the Responses shape ({"type": "function", "name"}) and the Anthropic one ({"type": "auto" |
 // "any" | "tool" | "none", "name"}). Throws ApiError 400 naming tool_choice.
 ToolChoice read_tool_choice(const json& body, ojson tools);
-// Makes the reply start with a tool call when `tc.required` (see openai.cc for how and why).
-void force_tool_call(const Ctx& ctx, const ToolChoice& tc, bool thinking, GenRequest& g,
-                     RunOptions& ro);
+// The common end of the chat endpoints (chat completions, messages, responses): renders the
+// conversation with `co` into g.prompt (a rendering error is a 400 naming `param`), applies the
+// request's common fields (finish_request) and its tool_choice (a required tool call is forced:
+// see openai.cc for how and why). Returns the options to start the Run with.
+RunOptions prepare_chat_request(Ctx& ctx, const json& body, const ojson& messages,
+                                const api::ChatOptions& co, const ToolChoice& tc, GenRequest& g,
+                                const char* param);
 
 }  // namespace dsv4::server
