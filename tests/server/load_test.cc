@@ -26,6 +26,7 @@
 #include <set>
 #include <thread>
 
+#include "server_proc.h"
 #include "synth_tiny.h"
 #include "test_support.h"
 
@@ -156,40 +157,13 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
     model_dir = test::synth_tiny().string();
   }
   // Start the server.
-  int out[2];
-  ASSERT_EQ(pipe(out), 0);
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    std::string bin = test::dsv4_binary(), npstr = std::to_string(np),
-                q = std::to_string(clients + 8);
-    std::vector<std::string> args = {bin,       "serve", "-m",        model_dir, "--port",
-                                     "0",       "-np",   npstr,       "-c",      "2048",
-                                     "--queue", q,       "--timeout", "600"};
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  close(out[1]);
-  std::string line;
-  char c;
-  while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  close(out[0]);
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(line, m, std::regex(R"(:(\d+)$)"))) << line;
-  const int port = std::stoi(m[1]);
-  {
-    httplib::Client cli("127.0.0.1", port);
-    for (int i = 0; i < 1200; ++i) {
-      auto r = cli.Get("/health");
-      if (r && r->status == 200) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
+  test::ServerProc server;
+  ASSERT_NO_FATAL_FAILURE(
+      server.start({"-m", model_dir, "--port", "0", "-np", std::to_string(np), "-c", "2048",
+                    "--queue", std::to_string(clients + 8), "--timeout", "600"},
+                   60));
+  const int port = server.port;
+  const pid_t pid = server.pid;
 
   // The request mix: prompts of mixed lengths × output lengths.
   std::vector<std::string> prompts;
@@ -304,9 +278,7 @@ TEST(ServerLoad, DISABLED_ConcurrentStreamingClientsWithDisconnects) {
   EXPECT_EQ(queued, 0);
   EXPECT_EQ(kv, 0);
   EXPECT_LT(rss_end - rss_start, 256 * 1024) << "RSS grew by more than 256 MB";
-  kill(pid, SIGTERM);
-  int st;
-  waitpid(pid, &st, 0);
+  server.stop();
 }
 
 }  // namespace

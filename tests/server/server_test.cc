@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "runtime/generator.h"
 #include "runtime/sampler.h"
+#include "server_proc.h"
 #include "synth_tiny.h"
 #include "test_support.h"
 #include "tokenizer/tokenizer.h"
@@ -33,80 +34,12 @@ namespace dsv4 {
 namespace {
 
 using json = nlohmann::ordered_json;
+using test::ServerProc;
 using test::shared_dir;
 
 constexpr const char* kKey = "test-key-123";
 constexpr int kCtx = 1024;
 
-// ---- Server process
-// ------------------------------------------------------------------------------
-
-struct ServerProc {
-  pid_t pid = -1;
-  int port = 0;
-  std::string log;
-
-  void start(const std::vector<std::string>& args) {
-    int out[2];
-    ASSERT_EQ(pipe(out), 0);
-    log = (std::filesystem::temp_directory_path() /
-           ("dsv4-serve-test-" + std::to_string(getpid()) + "-" +
-            std::to_string(reinterpret_cast<uintptr_t>(this) & 0xffff) + ".log"))
-              .string();
-    pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      dup2(out[1], 1);
-      FILE* errf = fopen(log.c_str(), "w");
-      if (errf) dup2(fileno(errf), 2);
-      close(out[0]);
-      std::vector<std::string> full = {test::dsv4_binary(), "serve"};
-      full.insert(full.end(), args.begin(), args.end());
-      std::vector<char*> argv;
-      for (auto& a : full) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(out[1]);
-    // Read "listening on http://127.0.0.1:PORT\n".
-    std::string line;
-    char c;
-    while (read(out[0], &c, 1) == 1 && c != '\n') line += c;
-    close(out[0]);
-    std::smatch m;
-    ASSERT_TRUE(std::regex_search(line, m, std::regex(R"(:(\d+)$)"))) << "server said: " << line;
-    port = std::stoi(m[1]);
-    // Wait for the model to load.
-    httplib::Client cli("127.0.0.1", port);
-    for (int i = 0; i < 600; ++i) {
-      auto r = cli.Get("/health");
-      if (r && r->status == 200) return;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    FAIL() << "server did not become healthy";
-  }
-  void stop() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      int st = 0;
-      for (int i = 0; i < 100; ++i) {
-        if (waitpid(pid, &st, WNOHANG) == pid) {
-          pid = -1;
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (pid > 0) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &st, 0);
-        pid = -1;
-      }
-    }
-    std::filesystem::remove(log);
-  }
-  bool alive() const { return pid > 0 && ::kill(pid, 0) == 0; }
-};
 
 // ---- HTTP helpers
 // ---------------------------------------------------------------------------------
