@@ -54,17 +54,15 @@ MatrixView MatrixView::row_slice(size_t r0, size_t n) const {
 }
 
 size_t MatrixView::bytes() const {
+  // The scales themselves, without the stride padding scale_span_bytes() covers.
   switch (format) {
-    case WeightFormat::kF32:
-      return rows * cols * 4;
-    case WeightFormat::kBF16:
-      return rows * cols * 2;
     case WeightFormat::kFp8Block128:
-      return rows * cols + ((rows + 127) / 128) * ((cols + 127) / 128);
+      return data_bytes() + ((rows + 127) / 128) * ((cols + 127) / 128);
     case WeightFormat::kFp4Block32:
-      return rows * cols / 2 + rows * (cols / 32);
+      return data_bytes() + rows * (cols / 32);
+    default:
+      return data_bytes();
   }
-  return 0;
 }
 
 size_t MatrixView::data_bytes() const {
