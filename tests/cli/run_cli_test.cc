@@ -171,6 +171,18 @@ void send(const Child& c, const std::string& s) {
   ASSERT_EQ(write(c.in, s.data(), s.size()), (ssize_t)s.size());
 }
 
+// Sends /quit, closes stdin, collects the rest of the output and waits: true if the program
+// exited with status 0.
+bool quits_cleanly(Child& c, std::string& acc) {
+  send(c, "/quit\n");
+  close(c.in);
+  read_until(c.out, acc, "\x01never", 30);
+  int status = 0;
+  waitpid(c.pid, &status, 0);
+  close(c.out);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
   test::TempDir tmp("cli-chat");
   const std::string save = (tmp.path() / "conv.json").string();
@@ -195,13 +207,7 @@ TEST(ChatCli, ScriptedSessionWithEveryCommandAndSigint) {
   ASSERT_TRUE(read_until(c.out, acc, "context: 0 /", 60)) << acc;
   send(c, "/load " + save + "\n/ctx\n/bogus\n");
   ASSERT_TRUE(read_until(c.out, acc, "unknown command /bogus", 60)) << acc;
-  send(c, "/quit\n");
-  close(c.in);
-  read_until(c.out, acc, "\x01never", 30);
-  int status = 0;
-  waitpid(c.pid, &status, 0);
-  close(c.out);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << acc;
+  EXPECT_TRUE(quits_cleanly(c, acc)) << acc;
   for (const char* s : {"thinking mode on", "thinking mode off", "reasoning effort: max",
                         "conversation cleared", "loaded 5 messages", "<think>", "/quit"}) {
     EXPECT_NE(acc.find(s), std::string::npos) << s << "\n" << acc;
@@ -242,13 +248,7 @@ TEST(ChatCli, SigintStopsGenerationNotTheProgram) {
   }
   kill(c.pid, SIGINT);  // while idle: ignored
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  send(c, "/quit\n");
-  close(c.in);
-  read_until(c.out, acc, "\x01never", 30);
-  int status = 0;
-  waitpid(c.pid, &status, 0);
-  close(c.out);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << acc;
+  EXPECT_TRUE(quits_cleanly(c, acc)) << acc;
 }
 
 }  // namespace
