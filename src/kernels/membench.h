@@ -27,8 +27,11 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5,
 // of `passes`, each started with the ranges flushed from the caches (as decode finds them).
 // Physical memory need not be uniform, so a fresh buffer need not read like the pages decode
 // streams: on the 2-vCPU VM this project is developed on, four 1 GiB buffers mapped one after the
-// other read at 48, 56, 72 and 41 GB/s, each the same pass after pass (a throwaway probe, not in
-// the repository; likely the guest's memory spread over the host's NUMA nodes). Throws
+// other read at 48, 56, 72 and 41 GB/s, each the same pass after pass, and one checkpoint file's
+// pages differ by region: flash-4l's LM head (the second half of its first file) read at 42–51
+// GB/s in rounds where 1 GiB of the file's first half read at 59–68 and a fresh buffer at 56–70
+// (throwaway probes, not in the repository; likely the guest's memory spread over the host's NUMA
+// nodes or backed by host pages of different sizes). Throws
 // std::logic_error if a pass did not read every byte exactly once.
 double measure_read_gbps_over(ThreadPool& pool, std::span<const std::span<const uint8_t>> ranges,
                               int passes = 3);
