@@ -119,12 +119,17 @@ struct ThreadRun {
   double read_gbps = 0, triad_gbps = 0, peak_flops = 0;
   double cold_prefill_tok_s = 0;
   Stat prefill;
-  double prefill_flops_per_token = 0, prefill_flop_s = 0;
+  double prefill_flops_per_token = 0;
   std::vector<DecodeRow> rows;
+  // Right after the last decoded token, before the page reads below map anything more: the
+  // process's resident set and the checkpoint's resident pages.
   size_t rss_after_decode = 0;
+  MappedResidency weights_after_decode;
   // The read-only sum over the checkpoint pages one token reads, and over each part's pages.
   double weights_read_gbps = 0;
   double part_pages_gbps[kParts] = {};
+
+  double prefill_flop_s() const { return prefill_flops_per_token * prefill.mean; }
 };
 
 struct BenchSettings {
@@ -133,7 +138,9 @@ struct BenchSettings {
   std::vector<int64_t> depths;
 };
 
-ThreadRun measure_with(Model& model, ThreadPool& pool, const BenchSettings& b) {
+// `model_dir` is canonical: the checkpoint's mappings are found by it (file_mapping_residency).
+ThreadRun measure_with(Model& model, const std::string& model_dir, ThreadPool& pool,
+                       const BenchSettings& b) {
   ThreadRun tr;
   tr.threads = pool.size();
   const ModelConfig& cfg = model.config();
@@ -202,15 +209,15 @@ ThreadRun measure_with(Model& model, ThreadPool& pool, const BenchSettings& b) {
   }
   tr.prefill = stat(prefill_rates);
   tr.prefill_flops_per_token = prefill_flops / b.n_prompt;
-  tr.prefill_flop_s = tr.prefill_flops_per_token * tr.prefill.mean;
   remeasure_limits();
 
   // Decode at each depth.
   // Each repetition is also paired with the read-only rate of the token's own weight pages,
   // measured just before and just after it: on a shared machine whose bandwidth drifts from
   // second to second, that ratio says how close the engine runs to its pages' rate at that
-  // moment, whatever the machine was doing. (These reads touch the token_weight_ranges() pages:
-  // the first k routed experts of each layer, which the prefills have already mapped.)
+  // moment, whatever the machine was doing. These reads touch the token_weight_ranges() pages,
+  // whose routed experts are the first k of each layer: usually mapped by the prefills already
+  // (flash-4l's touch all 32), otherwise counted in the resident figures taken after decode.
   const auto token_ranges = model.token_weight_ranges();
   auto pages_gbps_now = [&] { return measure_read_gbps_over(pool, token_ranges, 1); };
   for (int64_t depth : b.depths) {
@@ -255,6 +262,7 @@ ThreadRun measure_with(Model& model, ThreadPool& pool, const BenchSettings& b) {
     tr.rows.push_back(r);
   }
   tr.rss_after_decode = resident_set_bytes();
+  tr.weights_after_decode = file_mapping_residency(model_dir);
   remeasure_limits();
   // The same read over the checkpoint pages one token streams: where physical memory is not
   // uniform (kernels/membench.h), a fresh buffer can read much faster or slower than the weights
@@ -276,9 +284,9 @@ nlohmann::ordered_json run_json(const ThreadRun& t) {
   j["prefill_tok_s_sd"] = t.prefill.sd;
   j["prefill_cold_tok_s"] = t.cold_prefill_tok_s;
   j["prefill_flop_per_token"] = t.prefill_flops_per_token;
-  j["prefill_flop_s"] = t.prefill_flop_s;
+  j["prefill_flop_s"] = t.prefill_flop_s();
   j["peak_flop_s"] = t.peak_flops;
-  j["prefill_peak_ratio"] = t.prefill_flop_s / t.peak_flops;
+  j["prefill_peak_ratio"] = t.prefill_flop_s() / t.peak_flops;
   j["decode_tok_s"] = d0.tok_s.mean;
   j["decode_tok_s_sd"] = d0.tok_s.sd;
   j["decode_bytes_per_token"] = d0.bytes_per_token;
@@ -329,7 +337,7 @@ void print_run(const ThreadRun& t, int n_prompt, int reps, size_t token_range_by
       t.weights_read_gbps, t.weights_read_gbps / t.read_gbps, token_range_bytes / 1e9);
   std::printf("  prefill %5d tok   %s tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
               n_prompt, with_sd(t.prefill, reps).c_str(), t.prefill_flops_per_token / 1e9,
-              t.prefill_flop_s / 1e9, t.prefill_flop_s / t.peak_flops);
+              t.prefill_flop_s() / 1e9, t.prefill_flop_s() / t.peak_flops);
   std::printf(
       "                      (%s; after two untimed warm-up prefills, the first (cold) at "
       "%.2f tok/s)\n",
@@ -407,18 +415,18 @@ int run_bench(int argc, char** argv) {
   const double load_s = seconds_since(t_load);
   const size_t rss_load = resident_set_bytes();
 
+  const std::string canonical_dir = std::filesystem::canonical(model_dir).string();
   std::vector<ThreadRun> runs;
   for (int n : thread_counts) {
     ThreadPool pool(n, pin);
-    runs.push_back(measure_with(*model, pool, b));
+    runs.push_back(measure_with(*model, canonical_dir, pool, b));
   }
   // The top-level figures are those of the most threads (the last such count).
   const ThreadRun& main_run = *std::max_element(
       runs.rbegin(), runs.rend(),
       [](const ThreadRun& x, const ThreadRun& y) { return x.threads < y.threads; });
   const size_t rss_end = runs.back().rss_after_decode;
-  const MappedResidency weights =
-      file_mapping_residency(std::filesystem::canonical(model_dir).string());
+  const MappedResidency& weights = runs.back().weights_after_decode;
   size_t token_range_bytes = 0;
   for (const auto& r : model->token_weight_ranges()) token_range_bytes += r.size();
 
@@ -443,15 +451,10 @@ int run_bench(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf(
-      "dsv4 bench  model %s  threads %s%s  SIMD %s\n", model_dir.c_str(),
-      [&] {
-        std::string v;
-        for (const ThreadRun& t : runs) v += (v.empty() ? "" : ",") + std::to_string(t.threads);
-        return v;
-      }()
-          .c_str(),
-      pin ? " (pinned)" : "", membench_target_name());
+  std::string counts;  // "1,2"
+  for (const ThreadRun& t : runs) counts += (counts.empty() ? "" : ",") + std::to_string(t.threads);
+  std::printf("dsv4 bench  model %s  threads %s%s  SIMD %s\n", model_dir.c_str(), counts.c_str(),
+              pin ? " (pinned)" : "", membench_target_name());
   std::printf(
       "  load                %8.2f s    RSS %.2f GB after load (%.2f GB before), %.2f GB at the "
       "end\n",

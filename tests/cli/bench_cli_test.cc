@@ -99,5 +99,14 @@ TEST(BenchCli, BadDepthIsRejected) {
   EXPECT_NE(out.find("--depth"), std::string::npos) << out;
 }
 
+TEST(BenchCli, BadThreadCountInTheListIsRejected) {
+  std::string out;
+  EXPECT_NE(run_command(dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
+                            " -t 1,5000",
+                        &out),
+            0);
+  EXPECT_NE(out.find("--threads: Value 5000 not in range"), std::string::npos) << out;
+}
+
 }  // namespace
 }  // namespace dsv4::test

@@ -11,9 +11,6 @@
 // Optional: DSV4_LOAD_MODEL=DIR (default: synth tiny), DSV4_LOAD_NP (default 16).
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,7 +19,6 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
-#include <regex>
 #include <set>
 #include <thread>
 

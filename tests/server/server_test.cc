@@ -40,7 +40,6 @@ using test::shared_dir;
 constexpr const char* kKey = "test-key-123";
 constexpr int kCtx = 1024;
 
-
 // ---- HTTP helpers
 // ---------------------------------------------------------------------------------
 
