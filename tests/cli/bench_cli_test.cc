@@ -90,22 +90,21 @@ TEST(BenchCli, TinyModelJsonHasSaneFields) {
   EXPECT_LE(j["weights_huge_page_bytes"].get<double>(), resident);
 }
 
-TEST(BenchCli, BadDepthIsRejected) {
+// `dsv4 bench` on tiny with `args` fails, saying `message`.
+void expect_bench_fails(const std::string& args, const std::string& message) {
   std::string out;
   EXPECT_NE(run_command(dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
-                            " --depth 1,x",
+                            " " + args,
                         &out),
-            0);
-  EXPECT_NE(out.find("--depth"), std::string::npos) << out;
+            0)
+      << args;
+  EXPECT_NE(out.find(message), std::string::npos) << out;
 }
 
+TEST(BenchCli, BadDepthIsRejected) { expect_bench_fails("--depth 1,x", "--depth"); }
+
 TEST(BenchCli, BadThreadCountInTheListIsRejected) {
-  std::string out;
-  EXPECT_NE(run_command(dsv4_binary() + " bench -m " + (shared_dir() / "golden" / "tiny").string() +
-                            " -t 1,5000",
-                        &out),
-            0);
-  EXPECT_NE(out.find("--threads: Value 5000 not in range"), std::string::npos) << out;
+  expect_bench_fails("-t 1,5000", "--threads: Value 5000 not in range");
 }
 
 }  // namespace
