@@ -335,6 +335,11 @@ void print_run(const ThreadRun& t, int n_prompt, int reps, size_t token_range_by
       "  weights read-only   %.1f GB/s = %.2f of read-only, over the %.3f GB of checkpoint pages "
       "one token reads\n",
       t.weights_read_gbps, t.weights_read_gbps / t.read_gbps, token_range_bytes / 1e9);
+  if (t.weights_read_gbps < 0.8 * t.read_gbps)
+    std::printf(
+        "                      (slower than the fresh buffer: bandwidth drifted between the two, "
+        "or the pages lie\n                      in slower physical memory; "
+        "build/memory_placement_bench shows which)\n");
   std::printf("  prefill %5d tok   %s tok/s   %.2f GFLOP/token   %.1f GFLOP/s = %.2f of peak\n",
               n_prompt, with_sd(t.prefill, reps).c_str(), t.prefill_flops_per_token / 1e9,
               t.prefill_flop_s() / 1e9, t.prefill_flop_s() / t.peak_flops);

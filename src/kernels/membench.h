@@ -30,9 +30,11 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5,
 // other read at 48, 56, 72 and 41 GB/s, each the same pass after pass, and one checkpoint file's
 // pages differ by region: flash-4l's LM head (the second half of its first file) read at 42–51
 // GB/s in rounds where 1 GiB of the file's first half read at 59–68 and a fresh buffer at 56–70
-// (throwaway probes, not in the repository; likely the guest's memory spread over the host's NUMA
-// nodes or backed by host pages of different sizes). Throws
-// std::logic_error if a pass did not read every byte exactly once.
+// (throwaway probes). bench/memory_placement_bench shows why: there the rate follows the physical
+// address, whatever the pages hold. In the VM's fast moments physical GiB 4-7 read at ~52-60 GB/s
+// and GiB 10-20 at ~65-76 (2 threads, same rounds, order alternated); the page cache had put the
+// checkpoint low, and a buffer mapped after it went high. Throws std::logic_error if a pass did
+// not read every byte exactly once.
 double measure_read_gbps_over(ThreadPool& pool, std::span<const std::span<const uint8_t>> ranges,
                               int passes = 3);
 
