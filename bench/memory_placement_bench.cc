@@ -1,17 +1,16 @@
 // Where in physical memory a checkpoint's pages (and a fresh buffer) lie, and how fast each part
-// reads. Maps the files the way the engine does (io/mapped_file.h: 2 MiB aligned, huge pages),
-// faults them in, groups their 2 MiB pieces by the physical GiB /proc/self/pagemap gives for
-// them, and measures each group with the loop `dsv4 bench` measures the weights' pages with
-// (measure_read_gbps_over), the groups taken in turn and in alternating order round by round.
-// Reading frame numbers needs root (CAP_SYS_ADMIN). Separate from the tests; run by hand:
-//   ./build/memory_placement_bench [-t THREADS] [--fresh MIB] [--rounds N] FILE|DIR ...
-// A DIR stands for its *.safetensors files.
+// reads. Opens the checkpoint the way the engine does (io/safetensors.h: every shard mapped 2 MiB
+// aligned, in huge pages), faults its pages in, groups their 2 MiB pieces by the physical GiB
+// /proc/self/pagemap gives for them, and measures each group with the loop `dsv4 bench` measures
+// the weights' pages with (measure_read_gbps_over), the groups taken in turn and in alternating
+// order round by round. Reading frame numbers needs root (CAP_SYS_ADMIN). Separate from the tests;
+// run by hand:
+//   ./build/memory_placement_bench [-t THREADS] [--fresh MIB] [--rounds N] DIR|FILE ...
+// A DIR is a checkpoint directory, a FILE one safetensors file.
 //
 // Why it exists: `dsv4 bench` compares decode with a fresh buffer, and on the VM this project is
 // developed on (a guest whose physical memory is not uniform) where pages lie decided more of that
-// ratio than the kernels did. There, with 2 threads, physical GiB 4-7 read at ~52-60 GB/s and GiB
-// 10-20 at ~65-76 in the same rounds, whatever the pages held (file or anonymous), so a fresh
-// buffer mapped after the model's page cache filled read faster than the weights themselves.
+// ratio than the kernels did: see kernels/membench.h for what was measured there.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -26,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "io/mapped_file.h"
+#include "io/safetensors.h"
 #include "kernels/membench.h"
 #include "util/cpu_topology.h"
 #include "util/error.h"
@@ -50,9 +49,10 @@ struct Group {
   std::vector<double> gbps;  // one per round
 };
 
-// Physical frame number of the page at p, from /proc/self/pagemap (bits 0-54 when bit 63, page
-// present, is set). Without CAP_SYS_ADMIN the kernel reports frame 0 for every page.
-uint64_t frame_of(int pagemap, const void* p) {
+// Physical address of the page at p: its frame number from /proc/self/pagemap (bits 0-54 when
+// bit 63, page present, is set) times the page size; 0 for a page not present. Without
+// CAP_SYS_ADMIN the kernel reports frame 0 for every page.
+uint64_t physical_address_of(int pagemap, const void* p) {
   const auto page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
   uint64_t entry = 0;
   const auto offset = static_cast<off_t>(reinterpret_cast<uintptr_t>(p) / page * 8);
@@ -62,19 +62,8 @@ uint64_t frame_of(int pagemap, const void* p) {
   return (entry & ((uint64_t{1} << 55) - 1)) * page;
 }
 
-std::vector<std::string> expand(const std::string& arg) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(arg)) return {arg};
-  std::vector<std::string> files;
-  for (const auto& e : fs::directory_iterator(arg))
-    if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-  std::sort(files.begin(), files.end());
-  if (files.empty()) throw dsv4::Error(arg + ": no .safetensors files");
-  return files;
-}
-
 int usage(const char* argv0) {
-  std::fprintf(stderr, "usage: %s [-t THREADS] [--fresh MIB] [--rounds N] FILE|DIR ...\n", argv0);
+  std::fprintf(stderr, "usage: %s [-t THREADS] [--fresh MIB] [--rounds N] DIR|FILE ...\n", argv0);
   return 2;
 }
 
@@ -103,18 +92,20 @@ int main(int argc, char** argv) {
 
   try {
     dsv4::ThreadPool pool(threads);
-    std::vector<std::unique_ptr<dsv4::MappedFile>> files;
+    std::vector<std::unique_ptr<dsv4::Checkpoint>> checkpoints;
     std::vector<Source> sources;
-    for (const std::string& arg : paths) {
-      for (const std::string& path : expand(arg)) {
-        files.push_back(std::make_unique<dsv4::MappedFile>(path));
-        const dsv4::MappedFile& f = *files.back();
+    for (const std::string& path : paths) {
+      checkpoints.push_back(std::filesystem::is_directory(path)
+                                ? dsv4::Checkpoint::open(path)
+                                : dsv4::Checkpoint::open_file(path));
+      for (const dsv4::MappedFile& f : checkpoints.back()->files()) {
         volatile uint8_t sink = 0;  // fault every page in, as decode would
         for (size_t o = 0; o < f.size(); o += 4096) sink = sink + f.data()[o];
-        sources.push_back({std::filesystem::path(path).filename().string(), f.data(), f.size()});
+        sources.push_back(
+            {std::filesystem::path(f.path()).filename().string(), f.data(), f.size()});
       }
     }
-    // Mapped after the files, as `dsv4 bench` maps its buffer after loading the model.
+    // Mapped after the checkpoints, as `dsv4 bench` maps its buffer after loading the model.
     std::unique_ptr<dsv4::MappedBuffer> fresh;
     if (fresh_mib > 0) {
       const size_t bytes = fresh_mib << 20;
@@ -127,18 +118,18 @@ int main(int argc, char** argv) {
     if (pagemap < 0)
       throw dsv4::Error(std::string("/proc/self/pagemap: cannot open: ") + std::strerror(errno));
     std::map<uint64_t, Group> groups;  // by physical GiB
-    bool any_frame = false;
+    bool any_address = false;
     for (const Source& s : sources) {
       for (size_t o = 0; o + kPiece <= s.bytes; o += kPiece) {
-        const uint64_t phys = frame_of(pagemap, s.data + o);
-        any_frame = any_frame || phys != 0;
+        const uint64_t phys = physical_address_of(pagemap, s.data + o);
+        any_address = any_address || phys != 0;
         Group& g = groups[phys >> 30];
         g.pieces.emplace_back(s.data + o, kPiece);
         g.bytes_by_source[s.name] += kPiece;
       }
     }
     ::close(pagemap);
-    if (!any_frame)
+    if (!any_address)
       throw dsv4::Error(
           "/proc/self/pagemap gave no physical frame numbers: reading them needs root "
           "(CAP_SYS_ADMIN)");

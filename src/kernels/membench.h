@@ -30,11 +30,14 @@ double measure_read_gbps(ThreadPool& pool, size_t bytes, int passes = 5,
 // other read at 48, 56, 72 and 41 GB/s, each the same pass after pass, and one checkpoint file's
 // pages differ by region: flash-4l's LM head (the second half of its first file) read at 42–51
 // GB/s in rounds where 1 GiB of the file's first half read at 59–68 and a fresh buffer at 56–70
-// (throwaway probes). bench/memory_placement_bench shows why: there the rate follows the physical
-// address, whatever the pages hold. In the VM's fast moments physical GiB 4-7 read at ~52-60 GB/s
-// and GiB 10-20 at ~65-76 (2 threads, same rounds, order alternated); the page cache had put the
-// checkpoint low, and a buffer mapped after it went high. Throws std::logic_error if a pass did
-// not read every byte exactly once.
+// (throwaway probes). Grouped by physical address, the rate follows the address, whatever the
+// pages hold: in a fast moment physical GiB 4-7 read at ~50-63 GB/s and GiB 9-12 at ~65-76 (2
+// threads, same rounds, order alternated; a throwaway probe with its own AVX-512 sum); the page
+// cache had put the checkpoint low, and a buffer mapped after it went high.
+// bench/memory_placement_bench measures the same way with this function; in the slower moments it
+// has run in so far the spread was small or absent (GiB 4-8 at 36-38 against GiB 14-20 at 40-46;
+// flat at 31-36; flat at 45-53), so the gradient shows when the machine is fast, not always.
+// Throws std::logic_error if a pass did not read every byte exactly once.
 double measure_read_gbps_over(ThreadPool& pool, std::span<const std::span<const uint8_t>> ranges,
                               int passes = 3);
 
